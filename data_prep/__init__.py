@@ -1,0 +1,1 @@
+"""MedTrinity-25M -> ms-swift JSONL: ROI recovery, caption fields, splits, preference pairs."""

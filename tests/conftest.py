@@ -1,0 +1,30 @@
+"""Test harness: everything runs offline, on CPU, against the tiny checkpoints and the bundled sample."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "MODELSCOPE_OFFLINE": "1",
+    "USE_HF": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "CUDA_VISIBLE_DEVICES": "",
+}
+os.environ.update(OFFLINE_ENV)
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = Path(os.environ.get("MEDVLM_MODELS", ROOT / "models"))
+SAMPLE = ROOT / "data" / "sample" / "medtrinity_sample.parquet"
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """Folder with the tiny checkpoints written by `make tiny-model`."""
+    if not (MODELS / "tiny-qwen2-vl" / "config.json").exists():
+        pytest.fail(f"no tiny checkpoints under {MODELS}: run `make tiny-model` (make test does)")
+    return MODELS
