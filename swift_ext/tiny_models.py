@@ -24,7 +24,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 from transformers import (AutoConfig, AutoModelForImageTextToText, GenerationConfig, PreTrainedModel,
                           ProcessorMixin, Qwen2Tokenizer)
 
-from swift_ext.families import FAMILIES, Family, get_family
+from swift_ext.families import TINY_FAMILIES, Family, get_family
 
 FIRST_SPECIAL_ID = 151643
 SPECIAL_TOKENS = (
@@ -35,6 +35,7 @@ SPECIAL_TOKENS = (
 # Specials a trained model must be able to emit: the stop tokens and the grounding markup.
 EMITTABLE_SPECIALS = ("<|endoftext|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
                       "<|box_start|>", "<|box_end|>")
+ANSWER_WORDS = ("yes", "no")
 TEMPLATE_DIR = Path(__file__).parent / "chat_templates"
 _BUILTIN_CORPUS = (
     "You are a helpful assistant. Locate the region of interest. Does this region show the finding? "
@@ -46,6 +47,7 @@ _BUILTIN_CORPUS = (
 def read_corpus(paths: Iterable[Path]) -> Iterator[str]:
     """Text to learn the BPE from: the `caption` column of parquet files, or lines of text files."""
     yield _BUILTIN_CORPUS
+    yield from ANSWER_WORDS * 4  # verify answers must be single tokens (the decision loss reads one logit)
     for path in paths:
         if path.suffix == ".parquet":
             for batch in pq.ParquetFile(path).iter_batches(columns=["caption"], batch_size=256):
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swift_ext.tiny_models", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("models"))
     parser.add_argument("--config", type=Path, default=Path("recipes/tiny-model.yaml"))
-    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--families", default=",".join(TINY_FAMILIES))
     parser.add_argument("--corpus", type=Path, nargs="*", default=[],
                         help="parquet files (caption column) or text files to learn the BPE from")
     args = parser.parse_args(argv)

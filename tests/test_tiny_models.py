@@ -12,12 +12,12 @@ import torch
 import yaml
 from PIL import Image
 
-from swift_ext.families import FAMILIES
+from swift_ext.families import FAMILIES, TINY_FAMILIES
 from swift_ext.tiny_models import EMITTABLE_SPECIALS, FIRST_SPECIAL_ID, SPECIAL_TOKENS, write_checkpoint
 from tests.conftest import ROOT, SAMPLE
 
 IMAGE_TOKEN_ID = 151655
-FAMILY_DIRS = {name: f"tiny-{name.replace('_', '-')}" for name in FAMILIES}
+FAMILY_DIRS = {name: f"tiny-{name.replace('_', '-')}" for name in TINY_FAMILIES}
 
 
 def sample_image(index: int = 0) -> Image.Image:
@@ -32,7 +32,7 @@ def learned_ids(path: Path) -> set[int]:
     return {i for t, i in vocab.items() if i < FIRST_SPECIAL_ID and not t.startswith("<|unused_")}
 
 
-@pytest.fixture(scope="module", params=list(FAMILIES))
+@pytest.fixture(scope="module", params=list(TINY_FAMILIES))
 def checkpoint(request, models_dir: Path) -> tuple[str, Path]:
     return request.param, models_dir / FAMILY_DIRS[request.param]
 
