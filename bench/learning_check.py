@@ -78,7 +78,10 @@ def prepare_data(args: argparse.Namespace) -> tuple[Path, dict, dict]:
     parquet, data = args.work / "lesions.parquet", args.work / "data"
     truth_file = args.work / "truth.json"
     notes: dict = {}
-    if not (args.reuse and (data / "test.jsonl").exists() and truth_file.exists()):
+    if args.reuse and (data / "test.jsonl").exists() and truth_file.exists() \
+            and len(json.loads(truth_file.read_text())) == args.images:
+        notes["data"] = "reused from an earlier run in --work (same generator and converter)"
+    else:
         shutil.rmtree(data, ignore_errors=True)
         args.work.mkdir(parents=True, exist_ok=True)
         truth = write_lesion_parquet(parquet, args.images, args.seed)
@@ -91,15 +94,21 @@ def prepare_data(args: argparse.Namespace) -> tuple[Path, dict, dict]:
 
 
 def ensure_multitask(data: Path) -> str:
-    """`make sft` trains on *_multitask.jsonl; build them from the per-task rows if the converter did not."""
+    """`make sft` trains on *_multitask.jsonl; build them from the per-task rows if the converter did not.
+
+    A marker file remembers that this script built them, so a --reuse run reports it truthfully.
+    """
+    marker = data / "multitask_built_by_bench.txt"
     if all((data / f"{s}_multitask.jsonl").exists() for s in SPLITS):
-        return "written by the converter"
+        return marker.read_text() if marker.exists() else "written by the converter"
     for split in SPLITS:
         rows = [json.loads(line) for line in (data / f"{split}.jsonl").read_text().splitlines()]
         lines = [json.dumps(multitask_row(list(g)), ensure_ascii=False) + "\n"
                  for _, g in groupby(rows, key=lambda r: r["id"])]
         (data / f"{split}_multitask.jsonl").write_text("".join(lines))
-    return "built by bench/learning_check.py from {train,val,test}.jsonl with data_prep.tasks.multitask_row"
+    note = "built by bench/learning_check.py from {train,val,test}.jsonl with data_prep.tasks.multitask_row"
+    marker.write_text(note)
+    return note
 
 
 def sft_args(args: argparse.Namespace) -> str:
