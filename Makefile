@@ -20,6 +20,30 @@ RECIPE      ?= recipes/sft/tiny-cpu.yaml
 OUTPUT      ?= output/sft
 RESUME      ?=
 SFT_ARGS    ?=
+DPO_RECIPE  ?= recipes/dpo/tiny-cpu.yaml
+SFT_ADAPTER ?= $(OUTPUT)/last-checkpoint
+PAIRS       ?= $(DATA)/pairs/train.jsonl
+PAIRS_VAL   ?= $(DATA)/pairs/val.jsonl
+DPO_OUTPUT  ?= output/dpo
+DPO_ARGS    ?=
+ADAPTER     ?= $(DPO_OUTPUT)/last-checkpoint
+MERGED      ?= output/merged
+SERVE_MODEL ?= $(MERGED)
+SERVE_RECIPE ?= recipes/serve/tiny-cpu.yaml
+BACKEND     ?= vllm
+HOST        ?= 127.0.0.1
+PORT        ?= 8000
+API_KEY     ?=
+SERVED_NAME ?= medvlm
+MEDIA_DIR   ?=
+MAX_REQUEST_MB   ?= 16
+MAX_IMAGE_PIXELS ?= 40000000
+SERVE_STATE ?= output/serve
+EVAL_URL    ?= http://$(if $(filter 0.0.0.0 ::,$(HOST)),127.0.0.1,$(HOST)):$(PORT)
+EVAL_SPLIT  ?= test
+EVAL_OUT    ?= eval/results/$(SERVED_NAME)-$(FAMILY)-$(EVAL_SPLIT)
+EVAL_LIMIT  ?=
+EVAL_ARGS   ?=
 GPUS        := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
 NPROC       ?= $(if $(filter-out 0,$(GPUS)),$(GPUS),1)
 DEEPSPEED   ?= $(if $(filter-out 0,$(GPUS)),zero2,)
@@ -37,7 +61,7 @@ $(foreach v,NNODES NODE_RANK MASTER_ADDR MASTER_PORT,$(if $(value $(v)),$(eval e
 VENV_STAMP := $(VENV)/.medvlm-installed
 TINY_STAMP := $(MODELS)/.tiny-stamp
 
-.PHONY: help setup setup-serve tiny-model sample-data data sft test clean distclean
+.PHONY: help setup setup-serve tiny-model sample-data data sft dpo merge serve stop eval demo test clean distclean
 
 help: ## list the targets and the variables they read
 	@echo "medvlm make targets (variables: FAMILY=$(FAMILY) MODELS=$(MODELS) VENV=$(VENV) PYTHON=$(PYTHON))"
@@ -96,6 +120,57 @@ sft: $(VENV_STAMP) $(MODEL_DEP) $(DATA)/train_multitask.jsonl $(if $(DEEPSPEED),
 	  --output_dir $(OUTPUT) $(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) \
 	  $(if $(RESUME),--resume_from_checkpoint $$(ls -d $(OUTPUT)/checkpoint-* | sort -t- -k2 -n | tail -1)) $(SFT_ARGS)
 	@echo "adapter: $$(ls -d $(OUTPUT)/checkpoint-* | sort -t- -k2 -n | tail -1)"
+
+# Synthetic pairs for the embedded default; `PAIRS=file` (from `data_prep pairs --clinician`) replaces them.
+$(DATA)/pairs/%.jsonl: $(DATA)/train_multitask.jsonl
+	$(PY) -m data_prep pairs --from $(DATA) --out $@ --split $*
+
+$(OUTPUT)/last-checkpoint:
+	$(MAKE) sft
+
+dpo: $(VENV_STAMP) $(MODEL_DEP) $(SFT_ADAPTER) $(PAIRS) $(PAIRS_VAL) $(if $(DEEPSPEED),$(DS_STAMP)) ## DPO from the SFT adapter, which is also the reference (DPO_RECIPE=, PAIRS=, PAIRS_VAL=, DPO_OUTPUT=, DPO_ARGS=)
+	$(SFT_ENV) $(SWIFT) rlhf $(DPO_RECIPE) \
+	  --model $(MODEL) --model_type med_$(FAMILY) --template $(subst _moe,,$(FAMILY)) \
+	  --external_plugins $(PLUGIN) --adapters $(SFT_ADAPTER) --ref_adapters $(SFT_ADAPTER) \
+	  --dataset $(PAIRS) --val_dataset $(PAIRS_VAL) \
+	  --output_dir $(DPO_OUTPUT) $(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) $(DPO_ARGS)
+	$(PY) -m swift_ext.preference_report $(DPO_OUTPUT) --pairs $(PAIRS_VAL)
+
+$(DPO_OUTPUT)/last-checkpoint:
+	$(MAKE) dpo
+
+merge: $(VENV_STAMP) $(ADAPTER) ## fold the LoRA (ADAPTER=, default the DPO one) into MERGED=, without training-only weights
+	rm -rf $(MERGED)
+	$(SWIFT) export --adapters $(ADAPTER) --merge_lora true --output_dir $(MERGED) --external_plugins $(PLUGIN)
+	$(PY) -m swift_ext.servable $(MERGED)
+
+serve: export MEDVLM_API_KEY = $(API_KEY)
+serve: $(VENV_STAMP) $(SERVE_STAMP) ## OpenAI-compatible server for SERVE_MODEL= (BACKEND=vllm|transformers, HOST=, PORT=, API_KEY=, MEDIA_DIR=)
+	$(PY) -m serve.launch start --model $(SERVE_MODEL) --family $(FAMILY) --backend $(BACKEND) \
+	  --recipe $(SERVE_RECIPE) --swift $(SERVE_VENV)/bin/swift --host $(HOST) --port $(PORT) \
+	  --served-name $(SERVED_NAME) $(if $(MEDIA_DIR),--media-dir $(MEDIA_DIR)) \
+	  --max-request-mb $(MAX_REQUEST_MB) --max-image-pixels $(MAX_IMAGE_PIXELS) --state-dir $(SERVE_STATE)
+
+stop: $(VENV_STAMP) ## stop the server `make serve` started, and every process it forked
+	$(PY) -m serve.launch stop --state-dir $(SERVE_STATE)
+
+# Qwen2.5-VL answers in pixels of the image the server resized: eval needs the serving MAX_PIXELS.
+SERVE_MAX_PIXELS = $$($(PY) -c "import yaml; print(yaml.safe_load(open('$(SERVE_RECIPE)'))['ENV']['MAX_PIXELS'])")
+
+eval: export MEDVLM_API_KEY = $(API_KEY)
+eval: $(VENV_STAMP) $(DATA)/train_multitask.jsonl ## score the served model on DATA's EVAL_SPLIT (EVAL_URL=, EVAL_OUT=, EVAL_LIMIT=, EVAL_ARGS=)
+	$(PY) -m eval.run --url $(EVAL_URL) --data $(DATA) --split $(EVAL_SPLIT) --out $(EVAL_OUT) \
+	  --family $(FAMILY) --model $(SERVED_NAME) --max-pixels $(SERVE_MAX_PIXELS) \
+	  $(if $(wildcard $(OUTPUT)/logging.jsonl),--train-logs $(OUTPUT)) $(if $(EVAL_LIMIT),--limit $(EVAL_LIMIT)) $(EVAL_ARGS)
+
+demo: export MEDVLM_API_KEY = $(API_KEY)
+demo: ## the whole chain on the embedded default: data -> sft -> dpo -> merge -> serve -> eval + ask -> stop
+	$(MAKE) data sft dpo merge
+	$(MAKE) serve
+	{ $(MAKE) eval && $(PY) -m eval.ask $$(ls $(DATA)/images/*/*.jpg | head -1) --url $(EVAL_URL) \
+	    --model $(SERVED_NAME) --family $(FAMILY) --max-pixels $(SERVE_MAX_PIXELS) --out $(EVAL_OUT)/ask.png \
+	    > $(EVAL_OUT)/ask.json; } ; status=$$?; $(MAKE) stop; exit $$status
+	@echo "demo done. report: $(EVAL_OUT)/report.md  (metrics.json and pictures beside it; ask: $(EVAL_OUT)/ask.json)"
 
 test: $(VENV_STAMP) $(TINY_STAMP) $(SERVE_STAMP) ## run the offline test suite (the CI command)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -58,12 +58,12 @@ def _pick(options: Sequence[str], id: str, task: str) -> str:
     return options[int.from_bytes(digest, "big") % len(options)]
 
 
-def _subject(fields: CaptionFields) -> str:
+def subject_phrase(fields: CaptionFields) -> str:
     kind = f"{fields.modality} image" if fields.modality else "medical image"
     return f"{kind} of the {fields.organ}" if fields.organ else kind
 
 
-def _regions(n: int) -> str:
+def regions_phrase(n: int) -> str:
     if n == 1:
         return "region <bbox>"
     return "regions " + ", ".join(["<bbox>"] * (n - 1)) + " and <bbox>"
@@ -126,7 +126,7 @@ def task_rows(*, id: str, image: str, width: int, height: int, boxes: list[list[
               fields: CaptionFields) -> list[dict]:
     """The ms-swift rows of one image, in the order locate, verify, diagnose (each when possible)."""
     boxes = _valid_boxes(boxes, width, height, id)
-    subject = _subject(fields)
+    subject = subject_phrase(fields)
     common = {"images": [image]}
     field_dict = fields.as_dict()
 
@@ -145,7 +145,7 @@ def task_rows(*, id: str, image: str, width: int, height: int, boxes: list[list[
         finding = finding_text(fields)
         if finding:
             prompt = _pick(VERIFY_PROMPTS, id, "verify").format(
-                subject=subject, regions=_regions(len(boxes)), finding=finding)
+                subject=subject, regions=regions_phrase(len(boxes)), finding=finding)
             rows.append(row("verify", prompt, VERIFY_ANSWER,
                             objects={"ref": [], "bbox": boxes, "bbox_type": "real"},
                             finding=finding, label=1))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,11 @@ def models_dir() -> Path:
     if not (MODELS / "tiny-qwen2-vl" / "config.json").exists():
         pytest.fail(f"no tiny checkpoints under {MODELS}: run `make tiny-model` (make test does)")
     return MODELS
+
+
+def run_make(*args: str, timeout: int = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a make target from the repository root; fail the test with its output tail."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.run(["make", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc

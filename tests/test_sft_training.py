@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 
 from swift_ext.multitask_loss import LossConfig, multitask_loss
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_make
 from tests.test_med_template import make_template, sample_rows  # noqa: F401  (fixture)
 
 IGNORE = -100
@@ -70,13 +70,6 @@ def test_grad_accumulation_matches_full_batch(sample_rows, models_dir, monkeypat
     for name in watched:
         torch.testing.assert_close(grad_accum[name], grad_full[name], rtol=1e-4, atol=1e-7, msg=name)
     assert grad_full["log_vars"].abs().min() > 0
-
-
-def run_make(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(["make", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 def log_vars(checkpoint: Path) -> torch.Tensor:
