@@ -136,20 +136,27 @@ def backend_env(args: argparse.Namespace, state_dir: Path) -> dict[str, str]:
     return env
 
 
+def show_wait(start: float) -> None:
+    print(f"\rwaiting for the model server ({time.monotonic() - start:.0f} s)", end="", flush=True)
+
+
+def check_alive(procs: dict[str, subprocess.Popen], logs: dict[str, Path]) -> None:
+    for name, proc in procs.items():
+        if proc.poll() is not None:
+            raise LaunchError(f"{name} exited with status {proc.returncode} while starting; last lines "
+                              f"of {logs[name]}:\n{tail(logs[name])}")
+
+
 def wait_ready(procs: dict[str, subprocess.Popen], logs: dict[str, Path], url: str, api_key: str | None,
-               timeout_s: float) -> dict:
+               start: float, timeout_s: float) -> dict:
     """Poll /v1/models through the gateway until it answers; fail fast when a component exits."""
-    start = time.monotonic()
     while time.monotonic() - start < timeout_s:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                raise LaunchError(f"{name} exited with status {proc.returncode} while starting; last lines "
-                                  f"of {logs[name]}:\n{tail(logs[name])}")
+        check_alive(procs, logs)
         try:
             return get_json(f"{url}/v1/models", api_key)
         except (urllib.error.URLError, OSError, ValueError):
             pass
-        print(f"\rwaiting for the model server ({time.monotonic() - start:.0f} s)", end="", flush=True)
+        show_wait(start)
         time.sleep(2)
     raise LaunchError(f"no answer from {url}/v1/models after {timeout_s:.0f} s; last lines of "
                       f"{logs['backend']}:\n{tail(logs['backend'])}")
@@ -172,18 +179,22 @@ def start(args: argparse.Namespace) -> None:
         log.unlink(missing_ok=True)
     procs = {"backend": spawn(backend_command(args, free_port()), logs["backend"], backend_env(args, state_dir))}
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
-    pgids = [procs["backend"].pid]
+    pgids, started = [procs["backend"].pid], time.monotonic()
+    # Recorded at once, so `make stop` finds the processes even if this launcher is killed while waiting.
+    (state_dir / "server.json").write_text(json.dumps({"url": url, "pgids": pgids}))
     try:
         while (port := backend_port(logs["backend"])) is None:
-            if procs["backend"].poll() is not None:
-                raise LaunchError(f"swift deploy exited with status {procs['backend'].returncode}; last lines "
-                                  f"of {logs['backend']}:\n{tail(logs['backend'])}")
+            check_alive(procs, logs)
+            if time.monotonic() - started > args.timeout:
+                raise LaunchError(f"swift deploy did not start in {args.timeout:.0f} s; last lines of "
+                                  f"{logs['backend']}:\n{tail(logs['backend'])}")
+            show_wait(started)
             time.sleep(1)
         procs["gateway"] = spawn(gateway_command(args, f"http://127.0.0.1:{port}"), logs["gateway"],
                                  dict(os.environ))
         pgids.append(procs["gateway"].pid)
         (state_dir / "server.json").write_text(json.dumps({"url": url, "pgids": pgids}))
-        models = wait_ready(procs, logs, url, api_key, args.timeout)
+        models = wait_ready(procs, logs, url, api_key, started, args.timeout)
     except BaseException:
         stop_groups(pgids)
         (state_dir / "server.json").unlink(missing_ok=True)
