@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from data_prep.captions import FIELD_NAMES, CaptionFields, is_normal_finding, normalize_modality, parse_caption
 from data_prep.llm_extract import LlmExtractor, _endpoint
+from tests.conftest import free_port
+from tests.fake_openai import FakeServer, completion
 
 CT_BRAIN = (
     "The image is a non-contrasted computed tomography (CT) scan of the brain, showing the cerebral "
@@ -167,42 +165,17 @@ def test_normalize_modality(text: str | None, modality: str | None) -> None:
 
 # --- LlmExtractor against a local OpenAI-style server ---------------------------------------------
 
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # keep pytest output clean
-        pass
-
-    def _send(self, status: int, body: str) -> None:
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        self.server.requests.append(("GET", self.path, dict(self.headers), None))
-        self._send(200, json.dumps({"object": "list", "data": [{"id": "served-model"}]}))
-
-    def do_POST(self) -> None:
-        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append(("POST", self.path, dict(self.headers), payload))
-        status, content = self.server.reply
-        if status != 200:
-            self._send(status, json.dumps({"error": {"message": "boom"}}))
-            return
-        self._send(200, json.dumps({"id": "x", "object": "chat.completion", "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}))
+def _reply(reply: tuple[int, str]) -> tuple[int, dict]:
+    status, content = reply
+    return (status, {"error": {"message": "boom"}}) if status != 200 else completion(content)
 
 
 @pytest.fixture
 def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.requests, srv.reply = [], (200, "")
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
+    srv = FakeServer(lambda payload: _reply(srv.reply), model_id="served-model")
+    srv.reply = (200, "")
     yield srv
-    srv.shutdown()
-    srv.server_close()
+    srv.close()
 
 
 ANSWER = {"modality": "Computed Tomography", "organ": "Brain", "roi_location": "central",
@@ -212,13 +185,9 @@ EXPECTED = CaptionFields(modality="CT", organ="brain", roi_location="central", r
                          texture="area of abnormal density", relation=None, diagnosis="space-occupying lesion")
 
 
-def _url(srv: ThreadingHTTPServer) -> str:
-    return f"http://127.0.0.1:{srv.server_address[1]}"
-
-
 def test_llm_valid_json(server) -> None:
     server.reply = (200, json.dumps(ANSWER))
-    ex = LlmExtractor(_url(server), model="m", api_key="secret")
+    ex = LlmExtractor(server.url, model="m", api_key="secret")
     assert ex(CT_BRAIN) == EXPECTED
     assert (ex.calls, ex.answered, sum(ex.fallbacks.values())) == (1, 1, 0)
     method, path, headers, payload = server.requests[-1]
@@ -229,7 +198,7 @@ def test_llm_valid_json(server) -> None:
 
 def test_llm_json_in_fences_and_model_discovery(server) -> None:
     server.reply = (200, "Here you go:\n```json\n" + json.dumps(ANSWER, indent=2) + "\n```")
-    ex = LlmExtractor(_url(server) + "/v1")
+    ex = LlmExtractor(server.url + "/v1")
     assert ex(CT_BRAIN) == EXPECTED
     assert ex.model == "served-model"
     assert [r[:2] for r in server.requests] == [("GET", "/v1/models"), ("POST", "/v1/chat/completions")]
@@ -246,7 +215,7 @@ def test_llm_json_in_fences_and_model_discovery(server) -> None:
 ])
 def test_llm_fallback_counted(server, reply, reason: str) -> None:
     server.reply = reply
-    ex = LlmExtractor(_url(server) + "/v1/chat/completions", model="m")
+    ex = LlmExtractor(server.url + "/v1/chat/completions", model="m")
     assert ex(CT_BRAIN) == parse_caption(CT_BRAIN)
     assert ex(CT_BRAIN) == parse_caption(CT_BRAIN)
     assert dict(ex.fallbacks) == {reason: 2}
@@ -254,10 +223,7 @@ def test_llm_fallback_counted(server, reply, reason: str) -> None:
 
 
 def test_llm_unreachable_falls_back() -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ex = LlmExtractor(f"http://127.0.0.1:{port}", model="m", timeout=2)
+    ex = LlmExtractor(f"http://127.0.0.1:{free_port()}", model="m", timeout=2)
     assert ex(CT_BRAIN) == parse_caption(CT_BRAIN)
     assert dict(ex.fallbacks) == {"unreachable": 1}
 

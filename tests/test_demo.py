@@ -2,19 +2,12 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import run_make
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port, run_make
 
 
 @pytest.mark.slow

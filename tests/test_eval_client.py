@@ -7,10 +7,6 @@ import base64
 import hashlib
 import json
 import math
-import threading
-import time
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,69 +19,8 @@ from eval import run as eval_run
 from eval.boxes import render_box, render_ref, to_model_space
 from eval.client import ChatClient, ChatRequest, EndpointError, list_models, resolve_model
 from swift_ext.families import FAMILIES
-
-Responder = Callable[[dict], tuple[int, dict]]
-
-
-def completion(text: str, top: list[tuple[str, float]] | None = None) -> tuple[int, dict]:
-    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-    if top is not None:
-        choice["logprobs"] = {"content": [{"token": top[0][0], "logprob": top[0][1],
-                                           "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top]}]}
-    return 200, {"id": "x", "object": "chat.completion", "model": "fake", "choices": [choice]}
-
-
-class FakeServer:
-    """An OpenAI chat-completions endpoint whose answers come from `responder(payload)`."""
-
-    def __init__(self, responder: Responder, delay: float = 0.0) -> None:
-        self.responder, self.delay = responder, delay
-        self.payloads: list[dict] = []
-        self.in_flight = self.max_in_flight = 0
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def _send(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                if self.path == "/v1/models":
-                    self._send(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
-                else:
-                    self._send(404, {"message": "not found"})
-
-            def do_POST(self) -> None:
-                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.payloads.append(payload)
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    time.sleep(server.delay)
-                    self._send(*server.responder(payload))
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                       daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
+from tests.conftest import free_port
+from tests.fake_openai import FakeServer, Responder, completion
 
 @pytest.fixture
 def serve():
@@ -101,10 +36,7 @@ def serve():
 
 
 def closed_port_url() -> str:
-    probe = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    port = probe.server_address[1]
-    probe.server_close()
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def text_of(payload: dict) -> str:

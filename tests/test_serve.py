@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -20,15 +19,9 @@ from PIL import Image
 from safetensors import safe_open
 
 from serve.launch import group_alive
-from tests.conftest import ROOT, run_make
+from tests.conftest import ROOT, free_port, run_make
 
 FAST = "--save_steps 2 --logging_steps 1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def data_url(img: Image.Image, fmt: str = "PNG") -> str:
