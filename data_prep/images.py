@@ -25,6 +25,7 @@ _CV2_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "WEBP", "TIFF"})
 _HIGH_DEPTH = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _EXIF_ORIENTATION = 0x0112
 _CV2_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
 
 class BadImage(Exception):
@@ -38,7 +39,8 @@ class BadImage(Exception):
 
 @dataclass(frozen=True)
 class Decoded:
-    """An image as RGB uint8 HxWx3, with what is needed to decide whether to re-encode it.
+    """An image as RGB uint8 HxWx3 (its own writable array), with what is needed to decide whether
+    to re-encode it.
 
     change: why the pixels differ from what a plain 8-bit RGB reader sees in the stored file
     ("mode:L", "mode:I;16", "exif_orientation", ...), or None when they are the same.
@@ -87,7 +89,7 @@ def pil_to_rgb(im: Image.Image) -> np.ndarray:
         rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
         rgb = rgba[..., :3] * (rgba[..., 3:4] / 255.0)
         return np.ascontiguousarray(np.rint(rgb).astype(np.uint8))
-    return np.ascontiguousarray(np.asarray(im.convert("RGB")))
+    return np.array(im.convert("RGB"))  # a writable copy: inpainting works on it in place
 
 
 def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
@@ -106,30 +108,86 @@ def decode(data: bytes | None, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decod
     """
     if not data:
         raise BadImage("missing_image", "no image bytes")
-    try:
-        im = _open_header(data)
-        fmt, mode, (w, h) = im.format or "", im.mode, im.size
-    except Exception as e:  # PIL raises many types on garbage; all mean the same here
-        raise BadImage("corrupt_image", f"{type(e).__name__}: {e}") from None
+    head = read_header(data)
+    fmt, mode, (w, h) = head.format, head.mode, head.size
     if w * h > max_pixels:
         raise BadImage("too_large", f"{w}x{h} > {max_pixels} pixels", (w, h))
     if w < 1 or h < 1:
         raise BadImage("corrupt_image", f"size {w}x{h}", (w, h))
     if fmt in ("JPEG", "MPO") and not jpeg_complete(data):
         raise BadImage("truncated_image", "no end-of-image marker after the last scan", (w, h))
-    orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1)) if fmt in ("JPEG", "MPO") else 1
     rgb = None
     if fmt in _CV2_FORMATS and mode in ("RGB", "L"):
         rgb = cv2.imdecode(np.frombuffer(data, np.uint8), _CV2_FLAGS)
         if rgb is not None and rgb.shape[:2] != (h, w):
             rgb = None
     if rgb is None:
-        rgb = _decode_with_pil(im, (w, h))
+        rgb = _decode_with_pil(data, head.image, (w, h))
     changes = [] if mode == "RGB" else [f"mode:{mode}"]
-    if orientation != 1:
-        rgb = _orient(rgb, orientation)
+    if head.orientation != 1:
+        rgb = _orient(rgb, head.orientation)
         changes.append("exif_orientation")
     return Decoded(rgb, fmt, FORMAT_EXT.get(fmt, "png"), "+".join(changes) or None)
+
+
+@dataclass(frozen=True)
+class Header:
+    """What decode needs before any pixel: format, PIL mode, (width, height), EXIF orientation,
+    and the PIL image when PIL read it (None on the plain-JPEG fast path)."""
+    format: str
+    mode: str
+    size: tuple[int, int]
+    orientation: int = 1
+    image: Image.Image | None = None
+
+
+def read_header(data: bytes) -> Header:
+    """The header of any image; raises BadImage("corrupt_image") when nothing can read it.
+
+    A plain 8-bit JPEG (no EXIF or multi-picture segment) is read by jpeg_frame in a few
+    microseconds; everything else goes through PIL, whose Image.open costs ~0.2 ms.
+    """
+    frame = jpeg_frame(data)
+    if frame is not None:
+        w, h, components = frame
+        return Header("JPEG", "RGB" if components == 3 else "L", (w, h))
+    try:
+        im = _open_header(data)
+        fmt = im.format or ""
+        orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1)) if fmt in ("JPEG", "MPO") else 1
+        return Header(fmt, im.mode, im.size, orientation, im)
+    except Exception as e:  # PIL raises many types on garbage; all mean the same here
+        raise BadImage("corrupt_image", f"{type(e).__name__}: {e}") from None
+
+
+def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, components) from the frame header of an 8-bit, 1- or 3-component JPEG
+    whose segments before it carry no EXIF (orientation) or multi-picture data; None for
+    anything else, which read_header leaves to PIL."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker in _SOF_MARKERS:
+            if pos + 10 > end or length < 8:
+                return None
+            precision, h, w, components = data[pos + 4], *_u16x2(data, pos + 5), data[pos + 9]
+            return (w, h, components) if precision == 8 and components in (1, 3) else None
+        if marker in (0xE1, 0xE2, 0xDA) or length < 2:
+            return None
+        pos += 2 + length
+    return None
+
+
+def _u16x2(data: bytes, pos: int) -> tuple[int, int]:
+    return int.from_bytes(data[pos:pos + 2], "big"), int.from_bytes(data[pos + 2:pos + 4], "big")
 
 
 def _open_header(data: bytes) -> Image.Image:
@@ -144,9 +202,11 @@ def _open_header(data: bytes) -> Image.Image:
         Image.MAX_IMAGE_PIXELS = limit
 
 
-def _decode_with_pil(im: Image.Image, size: tuple[int, int]) -> np.ndarray:
-    """The slow, general path: every mode PIL knows; truncation raises instead of padding."""
+def _decode_with_pil(data: bytes, im: Image.Image | None, size: tuple[int, int]) -> np.ndarray:
+    """The slow, general path: every mode PIL knows; truncation raises instead of padding. `im`:
+    the image PIL opened for the header, if it did."""
     try:
+        im = _open_header(data) if im is None else im
         im.load()
         return pil_to_rgb(im)
     except OSError as e:
@@ -157,32 +217,33 @@ def _decode_with_pil(im: Image.Image, size: tuple[int, int]) -> np.ndarray:
 
 
 def decolour_near(rgb: np.ndarray, mask: np.ndarray, *, halo: int = 8, ring: int = 6, tol: int = 12,
-                  share: float = 0.05) -> np.ndarray:
-    """Set the pixels within `halo` px of `mask` to their luma where the tissue around is grey.
+                  share: float = 0.05, in_place: bool = False) -> np.ndarray:
+    """Set the pixels within `halo` px of `mask` to their luma where the tissue around is grey
+    (in a copy; in_place: in rgb itself). Returns rgb itself when nothing changes.
 
     JPEG spreads a green stroke's colour several pixels beyond the stroke (4:2:0 chroma), so after
     the stroke is painted out a grey scan keeps a faintly tinted frame that still marks the ROI.
     Where the `ring` px band outside the halo is grey (at most `share` of its pixels differ by
     more than `tol` between channels), the halo is made grey too; colour images are left alone.
     """
-    if not mask.any():
-        return rgb
     h, w = mask.shape
     x, y, bw, bh = cv2.boundingRect(mask.view(np.uint8))
+    if not bw:
+        return rgb
     m = halo + ring
     y0, y1, x0, x1 = max(0, y - m), min(h, y + bh + m), max(0, x - m), min(w, x + bw + m)
     crop, sub = rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1].view(np.uint8)
     near = cv2.dilate(sub, np.ones((2 * halo + 1, 2 * halo + 1), np.uint8))
-    around = cv2.dilate(sub, np.ones((2 * m + 1, 2 * m + 1), np.uint8)) & (1 - near)
+    around = cv2.subtract(cv2.dilate(near, np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)), near)
     r, g, b = cv2.split(crop)
     chroma = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
     n_around = cv2.countNonZero(around)
-    if not n_around or cv2.countNonZero((chroma > tol).view(np.uint8) & around) > share * n_around:
+    coloured = cv2.countNonZero(cv2.bitwise_and(cv2.threshold(chroma, tol, 1, cv2.THRESH_BINARY)[1], around))
+    if not n_around or coloured > share * n_around:
         return rgb
-    out = rgb.copy()
-    luma = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-    sel = near.astype(bool)
-    out[y0:y1, x0:x1][sel] = luma[sel][:, None]
+    out = rgb if in_place else rgb.copy()
+    grey = cv2.cvtColor(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    cv2.copyTo(grey, near, out[y0:y1, x0:x1])
     return out
 
 

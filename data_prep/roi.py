@@ -20,7 +20,9 @@ How (vectorised cv2/numpy):
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from itertools import product
 from statistics import median
 
@@ -180,26 +182,43 @@ def greenness(rgb: np.ndarray) -> np.ndarray:
     return cv2.addWeighted(g, 0.5, cv2.bitwise_not(cv2.max(r, b)), 0.5, 0.0)
 
 
+@lru_cache(maxsize=64)
+def ones(shape: tuple[int, int]) -> np.ndarray:
+    """A structuring element, made once per shape."""
+    return np.ones(shape, np.uint8)
+
+
 def quantile_u8(values: np.ndarray, q: float) -> float:
     """q-quantile of uint8 values by histogram (a sort costs ~10x more)."""
     cum = np.cumsum(np.bincount(values.ravel(), minlength=256))
     return float(np.searchsorted(cum, q * cum[-1]))
 
 
-def stroke_region(green: np.ndarray, *, floor: float, pad: int, min_cells: int,
+def quantile_at_most(values: np.ndarray, q: float, level: float) -> bool:
+    """quantile_u8(values, q) <= level, from one count: the usual answer needs no histogram."""
+    above = cv2.countNonZero(cv2.threshold(values, math.floor(level), 1, cv2.THRESH_BINARY)[1])
+    return values.size - above >= q * values.size
+
+
+def stroke_region(rgb: np.ndarray, *, floor: float, pad: int, min_cells: int,
                   scale: int = 4) -> tuple[int, int, int, int] | None:
     """Crop (y0, y1, x0, x1) around every place greener than its neighbourhood, or None.
 
-    Works on a 1/scale grid: a cell's peak (5x5 max before subsampling, so 1 px strokes count) is
-    compared with the neighbourhood floor (5x5 min of the area-averaged grid), a cheap stand-in
-    for the top-hat; fewer than min_cells cells over it by floor/2 means no stroke at all.
-    `pad` keeps the context later steps look at.
+    Works on a 1/scale grid of the greenness of the half-resolution image (2x2 means, a quarter of
+    the work; a 1 px stroke keeps half its contrast there, hence floor/4): a cell's peak (3x3 max
+    before subsampling, so 1 px strokes count) is compared with the neighbourhood floor (5x5 min
+    of the area-averaged grid), a cheap stand-in for the top-hat; fewer than min_cells cells over
+    it means no stroke at all. `pad` keeps the context later steps look at.
     """
-    h, w = green.shape
+    h, w = rgb.shape[:2]
     size = (max(1, w // scale), max(1, h // scale))
-    peak = cv2.resize(cv2.dilate(green, np.ones((5, 5), np.uint8)), size, interpolation=cv2.INTER_NEAREST)
-    low = cv2.erode(cv2.resize(green, size, interpolation=cv2.INTER_AREA), np.ones((5, 5), np.uint8))
-    cand = cv2.threshold(cv2.subtract(peak, low), floor / 2, 255, cv2.THRESH_BINARY)[1]
+    hh, hw = max(1, h // 2), max(1, w // 2)
+    half = greenness(cv2.resize(rgb[:2 * hh, :2 * hw], (hw, hh), interpolation=cv2.INTER_AREA))
+    k = scale // 2
+    half = half[:k * size[1], :k * size[0]]  # whole cells: integer resize factors take a fast path
+    peak = cv2.resize(cv2.dilate(half, ones((3, 3))), size, interpolation=cv2.INTER_NEAREST)
+    low = cv2.erode(cv2.resize(half, size, interpolation=cv2.INTER_AREA), ones((5, 5)))
+    cand = cv2.threshold(cv2.subtract(peak, low), floor / 4, 255, cv2.THRESH_BINARY)[1]
     if cv2.countNonZero(cand) < min_cells:
         return None
     x, y, bw, bh = cv2.boundingRect(cand)
@@ -208,7 +227,7 @@ def stroke_region(green: np.ndarray, *, floor: float, pad: int, min_cells: int,
             max(0, int(x * sx) - pad), min(w, int((x + bw) * sx) + pad))
 
 
-def axis_strokes(green: np.ndarray, integral: np.ndarray, local_mean: np.ndarray, p: RoiParams, *,
+def axis_strokes(green: np.ndarray, integral: np.ndarray, p: RoiParams, *,
                  vertical: bool, min_len: int, sample_step: int = 3) -> AxisStrokes:
     """Green strokes (runs >= min_len px) along one axis of a greenness image.
 
@@ -222,11 +241,13 @@ def axis_strokes(green: np.ndarray, integral: np.ndarray, local_mean: np.ndarray
     (a transposed view for vertical).
     """
     def kernel(across: int, along_: int) -> np.ndarray:
-        return np.ones((along_, across) if vertical else (across, along_), np.uint8)
+        return ones((along_, across) if vertical else (across, along_))
 
     contrast = cv2.morphologyEx(green, cv2.MORPH_TOPHAT, kernel(p.max_stroke + 3, 1))
     along = cv2.blur(contrast, kernel(1, p.smooth).shape[::-1])
-    thr = max(p.floor, p.noise_gain * quantile_u8(along[::sample_step, ::sample_step], p.noise_quantile))
+    sample = np.ascontiguousarray(along[::sample_step, ::sample_step])
+    quiet = quantile_at_most(sample, p.noise_quantile, p.floor / p.noise_gain)
+    thr = p.floor if quiet else max(p.floor, p.noise_gain * quantile_u8(sample, p.noise_quantile))
     binary = cv2.threshold(along, thr, 1, cv2.THRESH_BINARY)[1]
     runs = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel(1, min_len))
     contours, _ = cv2.findContours(runs, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -239,31 +260,39 @@ def axis_strokes(green: np.ndarray, integral: np.ndarray, local_mean: np.ndarray
         frags += [Fragment(y + f.pos, x + f.lo, x + f.hi, f.thick, f.strength)
                   for f in straight_cores(run, amap, p.max_stroke) if f.hi - f.lo + 1 >= max(min_len, 2 * f.thick)]
     if frags:
-        keep = lifted(frags, integral.T if vertical else integral, local_mean.T if vertical else local_mean,
-                      p.lift_frac)
+        keep = lifted(frags, integral.T if vertical else integral, p.lift_frac, p.lift_window // 2)
         frags = [f for f, k in zip(frags, keep) if k]
     return AxisStrokes(along.T if vertical else along, thr, group_lines(frags, p.line_offset))
 
 
-def lifted(frags: list[Fragment], integral: np.ndarray, local_mean: np.ndarray, lift_frac: float) -> np.ndarray:
-    """Per fragment: is it greener than the mean of its neighbourhood by lift_frac of its
-    contrast? A drawn stroke is; a strip of plain background between two darker fibres only
-    beats their floor.
+def lifted(frags: list[Fragment], integral: np.ndarray, lift_frac: float, half: int) -> list[bool]:
+    """Per fragment: is it greener than the mean of its neighbourhood (the 2*half px square around
+    its middle) by lift_frac of its contrast? A drawn stroke is; a strip of plain background
+    between two darker fibres only beats their floor.
 
-    integral (cv2.integral of the greenness) and local_mean (a coarser grid) are indexed
-    [across, along]. The best of the rows centre-1..centre+1 counts: a 1 px stroke may sit a
-    row off its centre.
+    integral (cv2.integral of the greenness) is indexed [across, along]. The best of the rows
+    centre-1..centre+1 counts: a 1 px stroke may sit a row off its centre. All 16 integral reads
+    per fragment are one gather; the rest is a few scalars each.
     """
     n_rows, n_cols = integral.shape[0] - 1, integral.shape[1] - 1
-    pos = np.array([f.pos for f in frags])
-    lo = np.array([f.lo for f in frags])
-    hi = np.array([f.hi for f in frags]) + 1
-    rows = np.clip(np.floor(pos + 0.5 - 1e-3).astype(int)[None, :] + np.array([[-1], [0], [1]]), 0, n_rows - 1)
-    sums = integral[rows + 1, hi] - integral[rows, hi] - integral[rows + 1, lo] + integral[rows, lo]
-    best = sums.max(axis=0) / (hi - lo)
-    level = local_mean[np.minimum((rows[1] * local_mean.shape[0]) // n_rows, local_mean.shape[0] - 1),
-                       np.minimum(((lo + hi) // 2 * local_mean.shape[1]) // n_cols, local_mean.shape[1] - 1)]
-    return best - level >= lift_frac * np.array([f.strength for f in frags])
+    ys: list[int] = []
+    xs: list[int] = []
+    areas = []
+    for f in frags:
+        lo, hi, c = f.lo, f.hi + 1, centre(f.pos)
+        rows = [min(max(r, 0), n_rows - 1) for r in (c - 1, c, c + 1)]
+        r0, r1 = max(rows[1] - half, 0), min(rows[1] + half, n_rows)
+        c0, c1 = max((lo + hi) // 2 - half, 0), min((lo + hi) // 2 + half, n_cols)
+        for top, bottom, left, right in ((r, r + 1, lo, hi) for r in rows):
+            ys += (bottom, top, bottom, top)
+            xs += (right, right, left, left)
+        ys += (r1, r0, r1, r0)
+        xs += (c1, c1, c0, c0)
+        areas.append((hi - lo, (r1 - r0) * (c1 - c0)))
+    v = integral[ys, xs].tolist()
+    sums = [v[k] - v[k + 1] - v[k + 2] + v[k + 3] for k in range(0, len(v), 4)]
+    return [max(sums[4 * n:4 * n + 3]) / length - sums[4 * n + 3] / area >= lift_frac * f.strength
+            for n, (f, (length, area)) in enumerate(zip(frags, areas))]
 
 
 def straight_cores(run: np.ndarray, along: np.ndarray, max_stroke: int) -> list[Fragment]:
@@ -274,9 +303,9 @@ def straight_cores(run: np.ndarray, along: np.ndarray, max_stroke: int) -> list[
     row, and only a band gives centre, width and extent.
     """
     h, w = run.shape
-    rows = run.sum(axis=1).tolist()
-    if min(rows) == w:  # a clean strip, the usual case
+    if cv2.countNonZero(run) == h * w:  # a clean strip, the usual case
         return [Fragment((h - 1) / 2, 0, w - 1, float(h), cv2.mean(along)[0])] if h <= max_stroke else []
+    rows = run.sum(axis=1).tolist()
     half = max(rows) / 2
     out = []
     r = 0
@@ -294,8 +323,8 @@ def straight_cores(run: np.ndarray, along: np.ndarray, max_stroke: int) -> list[
 
 def _band(band: np.ndarray, along: np.ndarray, rows: list[int], r0: int) -> Fragment:
     """Fragment of rows r0.. of a component: its centre is the mean row of its pixels."""
-    cols = np.flatnonzero(band.max(axis=0))
-    lo, hi = int(cols[0]), int(cols[-1])
+    lo, _, width, _ = cv2.boundingRect(band)
+    hi = lo + width - 1
     total = sum(rows)
     return Fragment(r0 + sum(i * n for i, n in enumerate(rows)) / total, lo, hi, total / (hi - lo + 1),
                     cv2.mean(along, mask=band)[0])
@@ -314,7 +343,7 @@ def group_lines(frags: list[Fragment], offset: float) -> list[Line]:
 
 def centre(pos: float) -> int:
     """Pixel index of a stroke centre; an even-width stroke (centre at .5) maps to its lower pixel."""
-    return int(np.floor(pos + 0.5 - 1e-3))
+    return math.floor(pos + 0.5 - 1e-3)
 
 
 def with_borders(lines: list[Line], lo: float, hi: float, start: float, end: float) -> list[Line]:
@@ -323,34 +352,34 @@ def with_borders(lines: list[Line], lo: float, hi: float, start: float, end: flo
 
 
 def arm_means(along: np.ndarray, rows: np.ndarray, starts: np.ndarray, length: int, spread: int) -> np.ndarray:
-    """Mean of along[row, start:start+length] per junction, best of the rows within `spread` px
-    of row; pixels off the map count as 0."""
+    """Mean of along[row + d, start:start+length] per row offset d in -spread..spread (axis 0)
+    and junction (axis 1); pixels off the map count as 0, rows off it repeat the edge row."""
     n_rows, n_cols = along.shape
     cols = starts[:, None] + np.arange(length)[None, :]
     inside = (cols >= 0) & (cols < n_cols)
     offsets = np.arange(-spread, spread + 1)[:, None]
     near_rows = np.minimum(np.maximum(rows[None, :] + offsets, 0), n_rows - 1)
     vals = along[near_rows[:, :, None], np.minimum(np.maximum(cols, 0), n_cols - 1)[None, :, :]]
-    return (vals * inside[None]).sum(axis=2).max(axis=0) / length
+    return (vals * inside[None]).sum(axis=2) / length
 
 
 def arm_tests(along: np.ndarray, thr: float, rows: np.ndarray, at: np.ndarray, gap: np.ndarray,
-              p: RoiParams) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per junction and direction (+1 forward, -1 backward): (line runs that way, only that way).
+              p: RoiParams) -> tuple[np.ndarray, np.ndarray]:
+    """(line runs that way, only that way) per direction (row 0 forward, row 1 backward) and junction.
 
     An arm runs when its mean contrast within 1 px of the line's centre (JPEG or grouping may
     move a 1 px stroke's centre by a pixel) reaches arm_frac x the threshold. The opposite arm
     has stopped when nothing within stop_spread px of the line (a curving fibre drifts off the
-    row) reaches the threshold or stop_frac x the running arm.
+    row) reaches the threshold or stop_frac x the running arm. Both arms and both spreads come
+    from one gather.
     """
-    def arms(spread: int) -> tuple[np.ndarray, np.ndarray]:
-        return (arm_means(along, rows, at + gap, p.arm, spread),
-                arm_means(along, rows, at - gap - p.arm + 1, p.arm, spread))
-
-    (fwd, back), (fwd_wide, back_wide) = arms(1), arms(p.stop_spread)
-    f_on, b_on = fwd >= p.arm_frac * thr, back >= p.arm_frac * thr
-    return {1: (f_on, f_on & (back_wide < np.maximum(thr, p.stop_frac * fwd))),
-            -1: (b_on, b_on & (fwd_wide < np.maximum(thr, p.stop_frac * back)))}
+    n, wide = len(rows), max(1, p.stop_spread)
+    means = arm_means(along, np.concatenate([rows, rows]),
+                      np.concatenate([at + gap, at - gap - p.arm + 1]), p.arm, wide).reshape(2 * wide + 1, 2, n)
+    near = means[wide - 1:wide + 2].max(axis=0)
+    spread = means[wide - p.stop_spread:wide + p.stop_spread + 1].max(axis=0)
+    runs = near >= p.arm_frac * thr
+    return runs, runs & (spread[::-1] < np.maximum(thr, p.stop_frac * near))
 
 
 def corner_maps(h: AxisStrokes, v: AxisStrokes, hl: list[Line], vl: list[Line], frame: Frame,
@@ -363,35 +392,41 @@ def corner_maps(h: AxisStrokes, v: AxisStrokes, hl: list[Line], vl: list[Line], 
     A drawn corner is where both strokes run on one side only; an arm is probed `arm` px long,
     starting `arm_gap` px plus half the other stroke beyond the junction (the other stroke's own
     pixels are 0 in this axis' map). A border line and a stroke form a corner (2) when the stroke
-    runs into the border.
+    runs into the border. All junctions and corner kinds are done in a few array operations.
     """
-    maps = {k: np.zeros((len(hl), len(vl)), np.int8) for k in (*CORNERS, "HDIR", "VDIR")}
-    hp, hlo, hhi, ht, hv = (np.array([getattr(ln, a) for ln in hl]) for a in ("pos", "lo", "hi", "thick", "virtual"))
-    vp, vlo, vhi, vt, vv = (np.array([getattr(ln, a) for ln in vl]) for a in ("pos", "lo", "hi", "thick", "virtual"))
+    grids = np.zeros((len(CORNERS) + 2, len(hl), len(vl)), np.int8)
+    maps = dict(zip((*CORNERS, "HDIR", "VDIR"), grids))
+    hp, hlo, hhi = np.array([(ln.pos, ln.lo, ln.hi) for ln in hl]).T
+    vp, vlo, vhi = np.array([(ln.pos, ln.lo, ln.hi) for ln in vl]).T
+    hv, vv = np.array([ln.virtual for ln in hl]), np.array([ln.virtual for ln in vl])
     reach = 2 * (p.arm_gap + p.arm)  # fragments may stop short of a corner (JPEG, weak pens)
     near = ((vp[None, :] >= hlo[:, None] - reach) & (vp[None, :] <= hhi[:, None] + reach)
             & (hp[:, None] >= vlo[None, :] - reach) & (hp[:, None] <= vhi[None, :] + reach))
     ii, jj = np.nonzero(near & ~hv[:, None] & ~vv[None, :])
     if len(ii):
-        ys = np.floor(hp[ii] + 0.5 - 1e-3).astype(int)
-        xs = np.floor(vp[jj] + 0.5 - 1e-3).astype(int)
-        harm = arm_tests(h.along, h.thr, ys, xs, np.ceil(vt[jj] / 2).astype(int) + p.arm_gap, p)
-        varm = arm_tests(v.along, v.thr, xs, ys, np.ceil(ht[ii] / 2).astype(int) + p.arm_gap, p)
-        for key, (dh, dv) in CORNERS.items():
-            (h_on, h_only), (v_on, v_only) = harm[dh], varm[dv]
-            maps[key][ii, jj] = np.where(h_only & v_only, 2, np.where((h_only & v_on) | (v_only & h_on), 1, 0))
-        for key, arm in (("HDIR", harm), ("VDIR", varm)):
-            maps[key][ii, jj] = arm[1][1].astype(np.int8) - arm[-1][1].astype(np.int8)
-    reaches = {"left": hlo <= frame.left + p.border_tol, "right": hhi >= frame.right - p.border_tol,
-               "top": vlo <= frame.top + p.border_tol, "bottom": vhi >= frame.bottom - p.border_tol}
-    edge = {"top": hv & (hp == frame.top), "bottom": hv & (hp == frame.bottom),
-            "left": vv & (vp == frame.left), "right": vv & (vp == frame.right)}
+        rows, cols = ii.tolist(), jj.tolist()
+        ys = np.array([centre(hl[i].pos) for i in rows])
+        xs = np.array([centre(vl[j].pos) for j in cols])
+        h_on, h_only = arm_tests(h.along, h.thr, ys, xs, np.array([math.ceil(vl[j].thick / 2) for j in cols]) + p.arm_gap, p)
+        v_on, v_only = arm_tests(v.along, v.thr, xs, ys, np.array([math.ceil(hl[i].thick / 2) for i in rows]) + p.arm_gap, p)
+        hk, vk = ([(1 - d[axis]) // 2 for d in CORNERS.values()] for axis in (0, 1))  # direction row per corner
+        grids[:len(CORNERS), ii, jj] = np.where(h_only[hk] & v_only[vk], 2,
+                                                (h_only[hk] & v_on[vk]) | (v_only[vk] & h_on[hk]))
+        grids[len(CORNERS):, ii, jj] = np.stack([h_only[0], v_only[0]]).astype(np.int8) - np.stack([h_only[1], v_only[1]])
+    tol = p.border_tol
+    reaches = {"left": hlo <= frame.left + tol, "right": hhi >= frame.right - tol,
+               "top": vlo <= frame.top + tol, "bottom": vhi >= frame.bottom - tol}
+    edge = {"top": [i for i, ln in enumerate(hl) if ln.virtual and ln.pos == frame.top],
+            "bottom": [i for i, ln in enumerate(hl) if ln.virtual and ln.pos == frame.bottom],
+            "left": [j for j, ln in enumerate(vl) if ln.virtual and ln.pos == frame.left],
+            "right": [j for j, ln in enumerate(vl) if ln.virtual and ln.pos == frame.right]}
     for key, hside, vside in (("TL", "top", "left"), ("TR", "top", "right"),
                               ("BL", "bottom", "left"), ("BR", "bottom", "right")):
-        border = ((edge[hside][:, None] & reaches[hside][None, :] & ~vv[None, :])
-                  | (edge[vside][None, :] & reaches[vside][:, None] & ~hv[:, None])
-                  | (edge[hside][:, None] & edge[vside][None, :]))
-        maps[key][border] = 2
+        for i in edge[hside]:  # the border row meets the strokes running into it, and the border column
+            maps[key][i, reaches[hside] & ~vv] = 2
+            maps[key][i, edge[vside]] = 2
+        for j in edge[vside]:
+            maps[key][reaches[vside] & ~hv, j] = 2
     return maps
 
 
@@ -402,20 +437,29 @@ def rectangles(green: np.ndarray, hl: list[Line], vl: list[Line], maps: dict[str
     drawn side covered by strokes for >= min_cover of its length (corners excluded); all drawn
     with one pen, of at least cut_strength contrast when cut by the border; square corners; not
     the union of two boxes.
+
+    The pairs of rows with a left and a right pair of corners are found on the matrices; the
+    few candidates they give are checked on plain lists (numpy's per-call cost dominates there).
     """
     tl, tr, bl, br = ((maps[k] > 0) for k in CORNERS)
     hp = np.array([ln.pos for ln in hl])
     has_left = (tl[:, None, :] & bl[None, :, :]).any(axis=2)
     has_right = (tr[:, None, :] & br[None, :, :]).any(axis=2)
+    pairs = np.argwhere(has_left & has_right & (hp[None, :] - hp[:, None] >= min_side - 1)).tolist()
+    if not pairs:
+        return []
+    g = {k: m.tolist() for k, m in maps.items()}
     margin = p.arm_gap + p.smooth // 2
     found: list[Candidate] = []
-    for i, k in zip(*np.nonzero(has_left & has_right & (hp[None, :] - hp[:, None] >= min_side - 1))):
+    for i, k in pairs:
         top, bot = hl[i], hl[k]
-        for j, r in product(np.flatnonzero(tl[i] & bl[k]), np.flatnonzero(tr[i] & br[k])):
+        lefts = [j for j in range(len(vl)) if g["TL"][i][j] and g["BL"][k][j]]
+        rights = [r for r in range(len(vl)) if g["TR"][i][r] and g["BR"][k][r]]
+        for j, r in product(lefts, rights):
             left, right = vl[j], vl[r]
             sides = (top, bot, left, right)
             virtual = sum(s.virtual for s in sides)
-            weak = sum(int(maps[c][a, b] == 1) for c, a, b in (("TL", i, j), ("TR", i, r), ("BL", k, j), ("BR", k, r)))
+            weak = (g["TL"][i][j] == 1) + (g["TR"][i][r] == 1) + (g["BL"][k][j] == 1) + (g["BR"][k][r] == 1)
             if right.pos - left.pos < min_side - 1 or virtual > 2 or weak > (0 if virtual > 1 else p.max_weak):
                 continue
             x1, y1, x2, y2 = centre(left.pos), centre(top.pos), centre(right.pos), centre(bot.pos)
@@ -428,8 +472,9 @@ def rectangles(green: np.ndarray, hl: list[Line], vl: list[Line], maps: dict[str
             pen = (1.0, median(d[1] for d in drawn), median(d[2] for d in drawn), 0.0)
             if (virtual and pen[2] < cut_strength) or not square_corners(green, sides, (x1, y1, x2, y2), pen, p):
                 continue
-            if (split(maps["VDIR"][i] == 1, maps["VDIR"][k] == -1, vl, x1, x2, pen, p, min_side - 1)
-                    or split(maps["HDIR"][:, j] == 1, maps["HDIR"][:, r] == -1, hl, y1, y2, pen, p, min_side - 1)):
+            across_v = [n for n in range(len(vl)) if g["VDIR"][i][n] == 1 and g["VDIR"][k][n] == -1]
+            across_h = [n for n in range(len(hl)) if g["HDIR"][n][j] == 1 and g["HDIR"][n][r] == -1]
+            if split(across_v, vl, x1, x2, pen, p, min_side - 1) or split(across_h, hl, y1, y2, pen, p, min_side - 1):
                 continue
             box = (centre(pens[2][3]), centre(pens[0][3]), centre(pens[3][3]), centre(pens[1][3]))
             found.append(Candidate(box, sides, pen[1], min(d[2] for d in drawn), weak))
@@ -463,15 +508,14 @@ def square_corners(green: np.ndarray, sides: tuple[Line, ...], box: Box, pen: Pe
     return True
 
 
-def split(from_start: np.ndarray, from_end: np.ndarray, lines: list[Line], lo: int, hi: int, pen: Pen,
-          p: RoiParams, margin: int) -> bool:
+def split(across: list[int], lines: list[Line], lo: int, hi: int, pen: Pen, p: RoiParams, margin: int) -> bool:
     """True when a line drawn with the box's pen lies between lo and hi (over `margin` px from
-    both) and runs from one side of the box to the other, stopping at both (from_start /
-    from_end: per line, it runs only inwards from that side): the candidate is the union of two
-    boxes sharing a row or column. A fibre crossing the box does not stop at its sides."""
+    both) and runs from one side of the box to the other, stopping at both (`across`: the lines
+    that run only inwards from either side): the candidate is the union of two boxes sharing a
+    row or column. A fibre crossing the box does not stop at its sides."""
     return any(not lines[n].virtual and lo + margin < lines[n].pos < hi - margin
                and one_pen([lines[n].pen(lines[n].lo, lines[n].hi), pen], p.split_consistency)
-               for n in np.flatnonzero(from_start & from_end))
+               for n in across)
 
 
 def dedupe(found: list[Candidate], tol: int = 3) -> list[Candidate]:
@@ -498,15 +542,17 @@ def paint_strokes(mask: np.ndarray, box: Box, drawn: tuple[bool, bool, bool, boo
             mask[max(0, rows[0]):rows[1] + 1, max(0, cols[0]):cols[1] + 1] = True
 
 
+def stroke_context(p: RoiParams) -> int:
+    """How far from a stroke the later steps read (px): half the lift window, the top-hat across
+    (max_stroke + 3), and an arm probe (half the widest stroke, arm_gap, arm, half the smoothing)."""
+    return max(p.lift_window // 2, p.max_stroke + 3, p.max_stroke // 2 + p.arm_gap + p.arm + p.smooth // 2)
+
+
 def find_boxes(green: np.ndarray, frame: Frame, p: RoiParams, min_side: int) -> list[Candidate]:
     """All boxes in a greenness image (crop), in its own coordinates."""
-    h, w = green.shape
-    scale = 4
-    small = cv2.resize(green, (max(1, w // scale), max(1, h // scale)), interpolation=cv2.INTER_AREA)
-    local_mean = cv2.blur(small, (p.lift_window // scale, p.lift_window // scale))
     integral = cv2.integral(green)
-    hs = axis_strokes(green, integral, local_mean, p, vertical=False, min_len=min_side)
-    vs = axis_strokes(green, integral, local_mean, p, vertical=True, min_len=min_side)
+    hs = axis_strokes(green, integral, p, vertical=False, min_len=min_side)
+    vs = axis_strokes(green, integral, p, vertical=True, min_len=min_side)
     if not hs.lines or not vs.lines:
         return []
     hl = with_borders(hs.lines, frame.top, frame.bottom, frame.left, frame.right)
@@ -519,16 +565,15 @@ def detect_boxes(rgb: np.ndarray, *, min_side: int = 12, params: RoiParams = Roi
     """Find every green rectangle (sides >= min_side px) in an RGB uint8 image."""
     p = params
     h, w = rgb.shape[:2]
-    green = greenness(rgb)
-    flags = ["green_cast"] if quantile_u8(green[::8, ::8], 0.5) > 127.5 + p.cast_level / 2 else []
-    region = stroke_region(green, floor=p.floor, pad=p.max_stroke + p.smooth + p.arm_gap + p.arm,
-                           min_cells=min_side // 2)
+    sample = greenness(np.ascontiguousarray(rgb[::8, ::8]))
+    flags = [] if quantile_at_most(sample, 0.5, 127.5 + p.cast_level / 2) else ["green_cast"]
+    region = stroke_region(rgb, floor=p.floor, pad=stroke_context(p), min_cells=min_side // 2)
     found: list[Candidate] = []
     if region is not None:
         y0, y1, x0, x1 = region
         frame = Frame(float(-x0), float(-y0), float(w - 1 - x0), float(h - 1 - y0))
         found = [replace(c, box=(c.box[0] + x0, c.box[1] + y0, c.box[2] + x0, c.box[3] + y0))
-                 for c in find_boxes(green[y0:y1, x0:x1], frame, p, min_side)]
+                 for c in find_boxes(greenness(rgb[y0:y1, x0:x1]), frame, p, min_side)]
     found.sort(key=lambda c: (c.box[1], c.box[0]))
     mask = np.zeros((h, w), bool)
     for c in found:

@@ -64,6 +64,36 @@ def test_non_rgb_modes_become_rgb_and_are_marked_changed(mode: str) -> None:
         assert np.abs(dec.rgb.reshape(-1, 3).mean(0) - [200, 120, 40]).max() < 12
 
 
+def test_plain_jpeg_header_is_read_without_pil(good: list[dict]) -> None:
+    """The fast header path agrees with PIL, and leaves EXIF, CMYK and non-JPEG files to it."""
+    rgb = Image.fromarray(np.random.default_rng(1).integers(0, 255, (37, 53, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    plain = [good[0]["jpeg"], encoded(rgb.convert("L"), "JPEG")]
+    for kw in ({"progressive": True}, {"subsampling": 0}, {"optimize": True}):
+        buf = io.BytesIO()
+        rgb.save(buf, "JPEG", **kw)
+        plain.append(buf.getvalue())
+    for data in plain:
+        im = Image.open(io.BytesIO(data))
+        assert images.read_header(data) == images.Header("JPEG", im.mode, im.size)
+    buf = io.BytesIO()
+    rgb.save(buf, "JPEG", exif=exif.tobytes())
+    for data in (buf.getvalue(), encoded(rgb.convert("CMYK"), "JPEG"), encoded(rgb, "PNG")):
+        assert images.jpeg_frame(data) is None and images.read_header(data).image is not None
+    rotated = images.decode(buf.getvalue())
+    assert rotated.change == "exif_orientation" and rotated.rgb.shape == (53, 37, 3)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "RGBA", "I;16"])
+def test_decoded_pixels_are_writable(mode: str) -> None:
+    """Inpainting works on the decoded array in place, whichever decoder produced it."""
+    im = Image.fromarray(gradient16()) if mode == "I;16" else Image.new("RGB", (30, 20), (200, 120, 40)).convert(mode)
+    for fmt in ("PNG", "JPEG") if mode in ("RGB", "L") else ("PNG",):
+        rgb = images.decode(encoded(im, fmt)).rgb
+        assert rgb.flags.writeable and rgb.flags.c_contiguous
+
+
 def test_transparent_pixels_are_composited_over_black() -> None:
     rgba = np.zeros((10, 10, 4), np.uint8)
     rgba[..., :3] = 255

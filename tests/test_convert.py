@@ -1,6 +1,7 @@
 """convert end to end: output layout, splits, untouched vs inpainted images, report, bundled sample."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -14,7 +15,9 @@ import pytest
 
 from data_prep.boxes import box_iou
 from data_prep.convert import main as convert
+from data_prep.process import Settings, process_record
 from data_prep.roi import detect_boxes
+from data_prep.sources import Record
 from data_prep.splits import split_of
 from data_prep.synth import synthetic_row, write_demo_parquet
 
@@ -178,6 +181,17 @@ def test_report_and_contact_sheet(converted: Path) -> None:
     assert len(rep["sample_ids"]) == 24
     md = (converted / "report.md").read_text()
     assert "![contact sheet](contact_sheet.png)" in md and "Caption field fill rates" in md
+
+
+def test_report_tile_shows_the_image_before_and_after_inpainting(tmp_path: Path) -> None:
+    """Inpainting works on the decoded array in place; a sampled record keeps the original for its tile."""
+    row = synthetic_row(np.random.default_rng(2), 0, n_boxes=1, thickness=3)
+    out = process_record(Record("tile", row["caption"], data=row["jpeg"]), Settings(out=tmp_path), tile_below=1.0)
+    assert out.written == "inpainted" and out.tile is not None
+    tile = cv2.imdecode(np.frombuffer(base64.b64decode(out.tile.jpeg_b64), np.uint8), cv2.IMREAD_COLOR_RGB)
+    before, after = np.split(tile.astype(int), 2, axis=1)
+    greenness = [(half[..., 1] - np.maximum(half[..., 0], half[..., 2])).max() for half in (before, after)]
+    assert greenness[0] > 60 and greenness[1] < 30, greenness
 
 
 def test_rerun_of_a_finished_output_resumes_and_changes_nothing(stream: tuple[Path, list[dict]],

@@ -79,6 +79,27 @@ def test_empty_mask_returns_an_equal_copy() -> None:
     assert out is not img and np.array_equal(out, img)
 
 
+@pytest.mark.parametrize("method", ["linear", "telea"])
+def test_in_place_fills_the_given_array(method: str) -> None:
+    sc = scene("in_place", 90, bg="ct", stroke=2, n_boxes=2, quality=75)
+    mask = detect_boxes(sc.image).mask
+    copy = remove_strokes(sc.image, mask, method=method)
+    work = sc.image.copy()
+    assert remove_strokes(work, mask, method=method, in_place=True) is work
+    assert np.array_equal(work, copy) and not np.array_equal(work, sc.image)
+
+
+def test_stroke_on_the_image_edge_copies_its_one_neighbour() -> None:
+    """A band cut by the border has one known side; a 0/255 uint8 mask fills like a bool one."""
+    img = scene("edge", 91, bg="xray", n_boxes=0).image
+    mask = np.zeros(img.shape[:2], bool)
+    mask[0:3, 40:200] = True
+    out = remove_strokes(img, mask, dilate=DILATE)
+    assert np.array_equal(out[:5, 38:202], np.broadcast_to(img[5, 38:202], (5, 164, 3)))
+    assert np.array_equal(out[5:], img[5:])
+    assert np.array_equal(remove_strokes(img, mask.astype(np.uint8) * 255, dilate=DILATE), out)
+
+
 def test_unknown_method_is_refused() -> None:
     img = np.zeros((20, 20, 3), np.uint8)
     mask = np.zeros((20, 20), bool)

@@ -91,7 +91,7 @@ def test_smaller_than_min_side_is_ignored() -> None:
     assert detect_boxes(sc.image).boxes == []
 
 
-@pytest.mark.parametrize("size", [(64, 64), (512, 512), (2048, 2048), (300, 700)])
+@pytest.mark.parametrize("size", [(64, 64), (512, 512), (2048, 2048), (300, 700), (257, 391), (41, 1201)])
 def test_image_sizes(size: tuple[int, int]) -> None:
     h, w = size
     stroke = max(1, min(h, w) // 400)
