@@ -88,7 +88,7 @@ def stage_ms(rows: list[dict], out: Path) -> dict[str, float]:
     ids = [f"stage{k:07d}" for k in range(len(rows))]
     for id_ in ids:
         (out / "images" / fanout(id_)).mkdir(parents=True, exist_ok=True)
-    totals = dict.fromkeys(("decode", "detect_boxes", "remove_strokes", "decolour_near", "encode", "rest"), 0.0)
+    totals = dict.fromkeys(("decode", "detect_boxes", "remove_strokes", "grey_or_decolour", "encode", "rest"), 0.0)
     clock = time.process_time
     for id_, r in zip(ids, rows):
         t0 = clock()
@@ -98,7 +98,9 @@ def stage_ms(rows: list[dict], out: Path) -> dict[str, float]:
         t2 = clock()
         filled = remove_strokes(dec.rgb, roi.mask) if roi.boxes else dec.rgb
         t3 = clock()
-        train = images.decolour_near(filled, roi.mask) if roi.boxes else dec.rgb
+        train = (images.grey_luma(filled, roi.boxes) if roi.boxes else None)
+        if train is None:
+            train = images.decolour_near(filled, roi.mask) if roi.boxes else dec.rgb
         t4 = clock()
         if roi.boxes:
             images.encode(train, lossless=dec.lossless)

@@ -206,14 +206,19 @@ def process_record(rec: Record, settings: Settings, extract: Extractor = parse_c
     fields = _fields(rec.caption, extract, flags)
 
     priority = unit(rec.id, b"sample")
-    shown, train_rgb, changes = dec.rgb, dec.rgb, [dec.change] if dec.change else []
+    shown, train_img, changes = dec.rgb, dec.rgb, [dec.change] if dec.change else []
     if boxes and settings.inpaint:
         if priority < tile_below:
             shown = dec.rgb.copy()  # the report tile puts it beside the training image
-        train_rgb = images.decolour_near(remove_strokes(dec.rgb, roi.mask, in_place=True), roi.mask, in_place=True)
-        changes.insert(0, "inpainted")
+        filled = remove_strokes(dec.rgb, roi.mask, in_place=True)
+        train_img = images.grey_luma(filled, boxes)
+        if train_img is None:
+            train_img = images.decolour_near(filled, roi.mask, in_place=True)
+            changes.insert(0, "inpainted")
+        else:
+            changes[:0] = ["inpainted", "grey"]
     if changes:
-        payload, ext = images.encode(train_rgb, lossless=dec.lossless)
+        payload, ext = images.encode(train_img, lossless=dec.lossless)
     else:
         payload, ext = data, dec.ext
     image_path = settings.out / "images" / fanout(rec.id) / f"{file_stem(rec.id)}.{ext}"
@@ -230,7 +235,7 @@ def process_record(rec: Record, settings: Settings, extract: Extractor = parse_c
     modality = fields.modality or "unknown"
     tile = None
     if priority < tile_below:
-        jpeg = report.render_tile(shown, boxes, train_rgb if train_rgb is not shown else None)
+        jpeg = report.render_tile(shown, boxes, train_img if train_img is not shown else None)
         tile = Tile(rec.id, priority, modality, base64.b64encode(jpeg).decode())
     return Outcome(rec.id, _roi_line(rec.id, (w, h), boxes, flags), rows=rows, split=split,
                    source=rec.source or "unknown", modality=modality, filled=fields.filled(),

@@ -39,7 +39,9 @@ def _panel(rgb: np.ndarray, boxes: list[list[int]]) -> np.ndarray:
 
 
 def render_tile(original: np.ndarray, boxes: list[list[int]], trained: np.ndarray | None = None) -> bytes:
-    """JPEG of [original + recovered boxes | training image]; trained=None means unchanged."""
+    """JPEG of [original + recovered boxes | training image (RGB or grey)]; trained=None means unchanged."""
+    if trained is not None and trained.ndim == 2:
+        trained = cv2.cvtColor(trained, cv2.COLOR_GRAY2RGB)
     tile = np.hstack([_panel(original, boxes), _panel(original if trained is None else trained, [])])
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(tile, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
     return buf.tobytes() if ok else b""

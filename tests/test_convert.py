@@ -12,9 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
+from bench.roi_detector import scene
 from data_prep.boxes import box_iou
 from data_prep.convert import main as convert
+from data_prep.images import grey_luma
 from data_prep.process import Settings, process_record
 from data_prep.roi import detect_boxes
 from data_prep.sources import Record
@@ -174,7 +177,7 @@ def test_report_and_contact_sheet(converted: Path) -> None:
     assert rep["field_fill_rates"]["modality"] == 1.0
     assert rep["throughput"]["images_per_s"] > 0 and rep["throughput"]["workers"] == 2
     boxed = sum(bool(json.loads(x)["boxes"]) for x in (converted / "rois.jsonl").read_text().splitlines())
-    assert rep["images_written"] == {"original": 36 - boxed, "inpainted": boxed}
+    assert rep["images_written"] == {"original": 36 - boxed, "inpainted": boxed, "grey": boxed}
     assert rep["flags"]["no_box"] == 36 - boxed
     sheet = cv2.imread(str(converted / "contact_sheet.png"))
     assert sheet is not None and sheet.shape[0] > 150 and sheet.shape[1] > 600
@@ -183,11 +186,38 @@ def test_report_and_contact_sheet(converted: Path) -> None:
     assert "![contact sheet](contact_sheet.png)" in md and "Caption field fill rates" in md
 
 
+@pytest.mark.parametrize("bg, grey", [("ct", True), ("xray", True), ("pathology", False), ("fundus", False)])
+def test_grey_scans_are_written_as_one_channel_and_colour_ones_keep_rgb(bg: str, grey: bool, tmp_path: Path) -> None:
+    sc = scene(bg, 3, bg=bg, stroke=2, n_boxes=1)
+    data = cv2.imencode(".jpg", cv2.cvtColor(sc.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    out = process_record(Record(f"grey-{bg}", "The image is a CT scan of the chest.", data=data), Settings(out=tmp_path))
+    assert out.written == ("inpainted+grey" if grey else "inpainted")
+    path = image_of(out.rows[0])
+    with Image.open(path) as im:
+        assert im.mode == ("L" if grey else "RGB") and im.size == sc.image.shape[1::-1]
+    after = read_rgb(path)
+    assert green_pixels(after) <= 3 and not detect_boxes(after).boxes
+    if grey:  # one channel: the smeared tint is gone, not just faded (colour images keep their own)
+        assert tinted_outline(after, out.roi["boxes"][0]) < 0.5
+
+
+def test_grey_luma_forgives_colour_only_around_the_strokes() -> None:
+    img = np.full((200, 200, 3), 100, np.uint8)
+    box = [50, 50, 150, 150]
+    img[40:60, 40:160] = (90, 140, 90)  # the stroke's smear, within 24 px of the top side
+    img[100, 100] = (100, 100, 108)  # inside the box, 50 px from every side: grey within tol 8
+    luma = grey_luma(img, [box])
+    assert luma is not None and luma.shape == (200, 200) and luma[0, 0] == 100 and luma[100, 100] == 101
+    assert grey_luma(img, []) is None, "without the box the smear is colour"
+    img[100, 100] = (100, 100, 109)
+    assert grey_luma(img, [box]) is None
+
+
 def test_report_tile_shows_the_image_before_and_after_inpainting(tmp_path: Path) -> None:
     """Inpainting works on the decoded array in place; a sampled record keeps the original for its tile."""
     row = synthetic_row(np.random.default_rng(2), 0, n_boxes=1, thickness=3)
     out = process_record(Record("tile", row["caption"], data=row["jpeg"]), Settings(out=tmp_path), tile_below=1.0)
-    assert out.written == "inpainted" and out.tile is not None
+    assert out.written == "inpainted+grey" and out.tile is not None
     tile = cv2.imdecode(np.frombuffer(base64.b64decode(out.tile.jpeg_b64), np.uint8), cv2.IMREAD_COLOR_RGB)
     before, after = np.split(tile.astype(int), 2, axis=1)
     greenness = [(half[..., 1] - np.maximum(half[..., 0], half[..., 2])).max() for half in (before, after)]
