@@ -3,7 +3,9 @@
 MedTrinity mixes JPEG and PNG in many modes (L, P, RGBA, CMYK, 16-bit), with truncated and
 corrupt files and the odd huge slide. Every usable image must reach the ROI detector as RGB
 uint8, and every unusable one must become a counted reason (BadImage.reason), never a crash.
-The common case (8-bit RGB JPEG/PNG) is decoded by OpenCV straight into RGB: no PIL round-trip.
+The common case, an 8-bit RGB or grey JPEG, is decoded (and a modified one re-encoded) by
+libjpeg-turbo through simplejpeg, ~10% cheaper than through OpenCV; other 8-bit formats by
+OpenCV straight into RGB; everything else through PIL.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -117,10 +120,15 @@ def decode(data: bytes | None, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decod
     if fmt in ("JPEG", "MPO") and not jpeg_complete(data):
         raise BadImage("truncated_image", "no end-of-image marker after the last scan", (w, h))
     rgb = None
-    if fmt in _CV2_FORMATS and mode in ("RGB", "L"):
-        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), _CV2_FLAGS)
-        if rgb is not None and rgb.shape[:2] != (h, w):
+    if fmt in ("JPEG", "MPO") and mode in ("RGB", "L"):
+        try:  # EXIF orientation is not applied here either: see _orient below
+            rgb = simplejpeg.decode_jpeg(data, colorspace="RGB")
+        except ValueError:  # corrupt: PIL below names the reason
             rgb = None
+    elif fmt in _CV2_FORMATS and mode in ("RGB", "L"):
+        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), _CV2_FLAGS)
+    if rgb is not None and rgb.shape[:2] != (h, w):
+        rgb = None
     if rgb is None:
         rgb = _decode_with_pil(data, head.image, (w, h))
     changes = [] if mode == "RGB" else [f"mode:{mode}"]
@@ -277,16 +285,18 @@ def grey_luma(rgb: np.ndarray, boxes: list[list[int]], *, smear: int = 24, tol: 
 def encode(rgb: np.ndarray, *, lossless: bool) -> tuple[bytes, str]:
     """Encode RGB (HxWx3) or grey (HxW) uint8 as PNG (sources that were lossless) or JPEG q95;
     returns (bytes, ext)."""
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
-    if lossless:
-        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-        ext = "png"
-    else:
-        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        ext = "jpg"
+    if not lossless:
+        grey = rgb.ndim == 2
+        pixels = np.ascontiguousarray(rgb[:, :, None] if grey else rgb)
+        try:
+            return simplejpeg.encode_jpeg(pixels, JPEG_QUALITY, "GRAY" if grey else "RGB", "420"), "jpg"
+        except (ValueError, RuntimeError) as e:
+            raise BadImage("encode_failed", f"{rgb.shape}: {e}") from None
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb,
+                           [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
         raise BadImage("encode_failed", f"{rgb.shape}")
-    return buf.tobytes(), ext
+    return buf.tobytes(), "png"
 
 
 def fit(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:

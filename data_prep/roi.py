@@ -200,20 +200,26 @@ def quantile_at_most(values: np.ndarray, q: float, level: float) -> bool:
     return values.size - above >= q * values.size
 
 
-def stroke_region(rgb: np.ndarray, *, floor: float, pad: int, min_cells: int,
-                  scale: int = 4) -> tuple[int, int, int, int] | None:
-    """Crop (y0, y1, x0, x1) around every place greener than its neighbourhood, or None.
-
-    Works on a 1/scale grid of the greenness of the half-resolution image (2x2 means, a quarter of
-    the work; a 1 px stroke keeps half its contrast there, hence floor/4): a cell's peak (3x3 max
-    before subsampling, so 1 px strokes count) is compared with the neighbourhood floor (5x5 min
-    of the area-averaged grid), a cheap stand-in for the top-hat; fewer than min_cells cells over
-    it means no stroke at all. `pad` keeps the context later steps look at.
-    """
+def half_greenness(rgb: np.ndarray) -> np.ndarray:
+    """greenness of the half-resolution image (2x2 means): what the coarse steps look at."""
     h, w = rgb.shape[:2]
-    size = (max(1, w // scale), max(1, h // scale))
     hh, hw = max(1, h // 2), max(1, w // 2)
-    half = greenness(cv2.resize(rgb[:2 * hh, :2 * hw], (hw, hh), interpolation=cv2.INTER_AREA))
+    return greenness(cv2.resize(rgb[:2 * hh, :2 * hw], (hw, hh), interpolation=cv2.INTER_AREA))
+
+
+def stroke_region(half: np.ndarray, shape: tuple[int, int], *, floor: float, pad: int, min_cells: int,
+                  scale: int = 4) -> tuple[int, int, int, int] | None:
+    """Crop (y0, y1, x0, x1) of an image of `shape` (h, w) around every place greener than its
+    neighbourhood, or None.
+
+    Works on a 1/scale grid of `half` (half_greenness: a quarter of the work; a 1 px stroke keeps
+    half its contrast there, hence floor/4): a cell's peak (3x3 max before subsampling, so 1 px
+    strokes count) is compared with the neighbourhood floor (5x5 min of the area-averaged grid),
+    a cheap stand-in for the top-hat; fewer than min_cells cells over it means no stroke at all.
+    `pad` keeps the context later steps look at.
+    """
+    h, w = shape
+    size = (max(1, w // scale), max(1, h // scale))
     k = scale // 2
     half = half[:k * size[1], :k * size[0]]  # whole cells: integer resize factors take a fast path
     peak = cv2.resize(cv2.dilate(half, ones((3, 3))), size, interpolation=cv2.INTER_NEAREST)
@@ -565,9 +571,10 @@ def detect_boxes(rgb: np.ndarray, *, min_side: int = 12, params: RoiParams = Roi
     """Find every green rectangle (sides >= min_side px) in an RGB uint8 image."""
     p = params
     h, w = rgb.shape[:2]
-    sample = greenness(np.ascontiguousarray(rgb[::8, ::8]))
+    half = half_greenness(rgb)
+    sample = np.ascontiguousarray(half[::4, ::4])  # one 2x2 mean per 8x8 block
     flags = [] if quantile_at_most(sample, 0.5, 127.5 + p.cast_level / 2) else ["green_cast"]
-    region = stroke_region(rgb, floor=p.floor, pad=stroke_context(p), min_cells=min_side // 2)
+    region = stroke_region(half, (h, w), floor=p.floor, pad=stroke_context(p), min_cells=min_side // 2)
     found: list[Candidate] = []
     if region is not None:
         y0, y1, x0, x1 = region
