@@ -153,6 +153,11 @@ def run(args: argparse.Namespace) -> int:
     progress.close()
     elapsed = time.perf_counter() - started
 
+    missing = [i for i in range(n_chunks) if not store.is_done(i)]
+    if missing:  # a worker's last commit failed after its stats came back (disk full?)
+        print(f"error: chunks {missing[:5]}{'...' if len(missing) > 5 else ''} were processed but not "
+              "committed; re-run the same command to resume", file=sys.stderr)
+        return 1
     store.assemble(out, n_chunks, FINAL_FILES)
     meta = {"source": source.describe(), "settings": _fingerprint(args), "output": str(out),
             "throughput": {"images_per_s": round(progress.processed / elapsed, 1) if elapsed else 0.0,
@@ -212,6 +217,7 @@ def convert_chunks(source: Source, store: ShardStore, settings: process.Settings
                 continue
             task = process.ChunkTask(index, chunk, progress.stats.tile_threshold())
             progress.chunk_done(Stats.from_json(process.run_chunk(task)), len(chunk), resumed=False)
+        process.finish_commit()
         return n_chunks
 
     pending: deque[tuple[int, Future]] = deque()

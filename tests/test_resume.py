@@ -66,3 +66,25 @@ def test_kill_9_then_rerun_equals_a_clean_run(tmp_path: Path) -> None:
     images = sorted(p.relative_to(killed) for p in (killed / "images").rglob("*") if p.is_file())
     assert images == sorted(p.relative_to(clean) for p in (clean / "images").rglob("*") if p.is_file())
     assert not [p for p in killed.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp-")]
+
+
+def test_a_chunk_whose_commit_was_lost_fails_the_run_and_a_rerun_completes_it(tmp_path: Path, monkeypatch,
+                                                                              capsys) -> None:
+    """Commits run in the background: one that never lands (a worker's last, failing after its
+    stats came back) must stop the run before the final files are assembled, and a re-run redoes it."""
+    from data_prep import process
+
+    rng = np.random.default_rng(6)
+    src = tmp_path / "in.parquet"
+    write_demo_parquet(src, (synthetic_row(rng, k, size=(96, 96), n_boxes=1) for k in range(30)))
+    args = ["--source", str(src), "--out", str(tmp_path / "out"), "--workers", "0", "--shard-size", "10"]
+    real_commit = process.commit_chunk
+    monkeypatch.setattr(process, "commit_chunk",
+                        lambda index, files, settings: None if index == 1 else real_commit(index, files, settings))
+    assert convert(args) == 1
+    assert "chunks [1] were processed but not committed" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+    monkeypatch.setattr(process, "commit_chunk", real_commit)
+    assert convert(args) == 0
+    rois = (tmp_path / "out" / "rois.jsonl").read_text().splitlines()
+    assert len(rois) == 30 and len({json.loads(r)["id"] for r in rois}) == 30
