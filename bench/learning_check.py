@@ -2,7 +2,7 @@
 
 Not a test: one command runs the whole experiment through the project's real entry points.
 
-    python bench/learning_check.py [--images 1000 --steps 160 --save-every 40 --out bench/results]
+    python bench/learning_check.py [--images 1000 --steps 400 --save-every 100 --out bench/results]
 
 1. generates a lesion task (bench.lesion_task: bright "hemorrhage" / dark "cyst" ellipses with
    drawn green boxes) as 25M_demo parquet and converts it with `make data`;
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=1000,
                    help="generated images (>= 500 for the issue's check; about 5%% become the test split)")
-    p.add_argument("--steps", type=int, default=160, help="training steps of each run (same for both)")
-    p.add_argument("--save-every", type=int, default=40, help="checkpoint (and evaluation) every K steps")
+    p.add_argument("--steps", type=int, default=400, help="training steps of each run (same for both)")
+    p.add_argument("--save-every", type=int, default=100, help="checkpoint (and evaluation) every K steps")
     p.add_argument("--lr", type=float, default=1e-2,
                    help="learning rate of both runs (the recipes' 1e-3 is for the 20-step `make sft` default)")
     p.add_argument("--out", type=Path, default=ROOT / "bench/results", help="where the JSON and PNG go")
