@@ -38,6 +38,33 @@ def find_uncertainty(model: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+def label_grids(med: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Scatter the template's per-label-token annotations back onto the [B, L] label grid."""
+    mask = labels != IGNORE
+    grids = {}
+    for key, fill in (("med_task", 0), ("med_weight", 1.0), ("med_decision", -1), ("med_sample", 0)):
+        values = med[key].to(labels.device)
+        grid = torch.full(labels.shape, fill, dtype=values.dtype, device=labels.device)
+        grid[mask] = values
+        grids[key] = grid
+    return grids
+
+
+def samples_per_step(trainer, num_items_in_batch) -> int | None:
+    """S of `multitask_loss`: the samples of one optimiser step on all devices, when the trainer treats
+    the loss like a `num_items_in_batch`-normalised one (no division by the accumulation steps; times the
+    processes when tokens are averaged across devices); None (this micro-batch) otherwise.
+
+    Counted from the trainer's arguments, so in an epoch's last, short micro-batch each sample keeps the
+    weight 1/S every other sample of the run has.
+    """
+    if num_items_in_batch is None or not trainer.model_accepts_loss_kwargs:
+        return None
+    args = trainer.args
+    devices = args.world_size if args.average_tokens_across_devices else 1
+    return args.per_device_train_batch_size * trainer.current_gradient_accumulation_steps * devices
+
+
 class MedMultitaskLoss(BaseLoss):
     def __init__(self, args, trainer):
         super().__init__(args, trainer)
@@ -50,18 +77,13 @@ class MedMultitaskLoss(BaseLoss):
             raise ValueError("--loss_type med_multitask needs a med_* --template (no task annotations found)")
         if self._uncertainty is None:
             self._uncertainty = find_uncertainty(self.trainer.model)
-        mask = labels != IGNORE
-        grids = {}
-        for key, fill in (("med_task", 0), ("med_weight", 1.0), ("med_decision", -1)):
-            values = med[key].to(labels.device)
-            grid = torch.full(labels.shape, fill, dtype=values.dtype, device=labels.device)
-            grid[mask] = values
-            grids[key] = grid
+        grids = label_grids(med, labels)
         template = self.trainer.template
         loss, logs = multitask_loss(
             outputs.logits, labels, grids["med_task"], grids["med_weight"], grids["med_decision"],
             template.answer_token_id("yes"), template.answer_token_id("no"),
-            uncertainty=self._uncertainty, config=self.config, num_items_in_batch=num_items_in_batch)
+            uncertainty=self._uncertainty, config=self.config,
+            samples_in_batch=samples_per_step(self.trainer, num_items_in_batch), sample_index=grids["med_sample"])
         metrics = self.trainer.custom_metrics["train" if self.trainer.model.training else "eval"]
         for name, value in logs.items():
             metrics[name].update(torch.tensor(value))

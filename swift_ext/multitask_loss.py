@@ -6,10 +6,10 @@ per-label-token annotations.
 Conventions shared by every function here:
 - labels are aligned like transformers' causal-LM labels (the logit at position t predicts
   labels[t + 1]); annotations (task ids, token weights, decision targets) use the labels' alignment.
-- Every term is a sum over label tokens divided by `num_items_in_batch` (N: the label tokens of the
-  whole gradient-accumulation window on all devices, as transformers counts them). The HF Trainer does
-  not divide a custom loss by the accumulation steps, so only sums over tokens / N make k micro-batches
-  add up to the same loss and gradients as one batch of the same samples.
+- Every term is a sum over samples divided by S, the samples of the whole gradient-accumulation
+  window on all devices (the per-sample analogue of transformers' `num_items_in_batch`). The HF
+  Trainer does not divide a custom loss by the accumulation steps, so only sums / a window-wide count
+  make k micro-batches add up to the same loss and gradients as one batch of the same samples.
 - Only label rows of the logits are read: positions are gathered first and log-softmax runs on those
   rows, so a [B, L, V] float copy or softmax is never made.
 """
@@ -69,13 +69,6 @@ class TaskUncertainty(nn.Module):
         return torch.where(task_present, terms, torch.zeros_like(terms)).sum()
 
 
-def _normaliser(num_items_in_batch: torch.Tensor | int | None, labels: torch.Tensor) -> torch.Tensor:
-    """N as a float tensor: the caller's window-wide count, else this micro-batch's shifted label count."""
-    if num_items_in_batch is None:
-        num_items_in_batch = (labels[:, 1:] != IGNORE_INDEX).sum()
-    return torch.as_tensor(num_items_in_batch, dtype=torch.float32, device=labels.device).clamp(min=1)
-
-
 def _label_rows(logits: torch.Tensor, labels: torch.Tensor,
                 keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shift like transformers and gather only the logit rows that have a label.
@@ -90,13 +83,6 @@ def _label_rows(logits: torch.Tensor, labels: torch.Tensor,
         mask &= keep[:, 1:]
     b, t = mask.nonzero(as_tuple=True)
     return logits[b, t].float(), b, t + 1
-
-
-def plain_token_loss(logits: torch.Tensor, labels: torch.Tensor,
-                     num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
-    """Standard causal-LM loss: sum of token cross-entropies / N (the plain-SFT baseline)."""
-    rows, b, p = _label_rows(logits, labels)
-    return F.cross_entropy(rows, labels[b, p], reduction="sum") / _normaliser(num_items_in_batch, labels)
 
 
 def decision_loss(logits: torch.Tensor, target: torch.Tensor, yes_id: int, no_id: int,
@@ -121,50 +107,59 @@ def decision_loss(logits: torch.Tensor, target: torch.Tensor, yes_id: int, no_id
 
 def multitask_loss(logits: torch.Tensor, labels: torch.Tensor, task_map: torch.Tensor, token_weight: torch.Tensor,
                    decision_target: torch.Tensor, yes_id: int, no_id: int, *, uncertainty: TaskUncertainty,
-                   config: LossConfig, num_items_in_batch: torch.Tensor | int | None,
-                   task_items_in_batch: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                   config: LossConfig, samples_in_batch: torch.Tensor | int | None = None,
+                   sample_index: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Uncertainty-weighted locate / verify / diagnose loss of one micro-batch.
 
-    logits [B, L, V]; labels, task_map, decision_target [B, L] long; token_weight [B, L] float; all
-    annotations in label alignment. Per task, over its label tokens of this micro-batch, divided by N:
-      L_locate   = sum CE
-      L_verify   = sum decision_loss at decision positions (decision_target >= 0) + CE elsewhere
-      L_diagnose = sum token_weight * CE
-    Combined with `uncertainty`: sum_i 0.5*exp(-s_i)*L_i + 0.5*s_i*r_i, where r_i = n_i / D_i (n_i: this
-    micro-batch's label tokens of task i).
+    logits [B, L, V]; labels, task_map, decision_target [B, L] long; token_weight [B, L] float;
+    sample_index [B, L] long (which sample of the micro-batch a position belongs to; default its row,
+    pass it when samples are packed into one row); all annotations in label alignment.
+    Per sample s and task i, the weighted mean over the sample's task-i label tokens:
+      l_si = sum_t w_t * l_t / sum_t w_t,   l_t = focal decision loss at the verify decision, CE elsewhere,
+                                            w_t = token_weight on report tokens, 1 elsewhere;
+    then over the S samples of the optimiser step (`samples_in_batch`, see below):
+      L_i = sum_s l_si / S,   P_i = (samples of this micro-batch with task i) / S,
+      loss = sum_i 0.5*exp(-s_i)*L_i + 0.5*s_i*P_i   (tasks absent from the micro-batch add nothing).
 
-    Why r_i = n_i / D_i: like every other term it is a sum over tokens divided by a window-wide count,
-    so accumulation (and data parallelism) give exactly the loss and gradients of one big batch, for any
-    task mix, and a task with no tokens gets no regulariser and no gradient on s_i.
-    - Default D_i = N: over a window the regulariser adds up to (N_i / N) * 0.5 * s_i, i.e. Kendall's
-      objective applied per token; its optimum is sigma_i^2 = the mean token loss of task i, whatever the
-      tasks' token shares. This is the only exact choice when only N is known.
-    - `task_items_in_batch` [3] given (task i's label tokens over the window and devices, counted like N):
-      D_i = N_i, the regulariser adds up to exactly 0.5 * s_i per optimiser step for every task present
-      in the window (Kendall's formula verbatim: every task's weighted loss is pulled to the same level).
-    Returns the loss and floats for logging: loss_* (unweighted L_i), weight_* (0.5*exp(-s_i)), log_var_*.
+    Why per-sample task means: every task pulls on the model in proportion to its loss, not to its token
+    count. With one token sum over all label tokens a sample's single yes/no decision weighs ~1% against
+    its ~26 box and ~60 report tokens, and the uncertainty weights cannot make up a factor of 100 in a
+    few hundred steps. Kendall's L_i is a per-task mean, which this is, per sample.
+    Why S and not this micro-batch's count: like the token count N of transformers, S is the whole
+    gradient-accumulation window on all devices, so k micro-batches add up to the loss and gradients of
+    one batch of the same samples, for any task mix. Over a window the regulariser totals
+    0.5 * s_i * (samples with task i) / S, so its optimum is sigma_i^2 = the mean l_si over those samples.
+    Default S: the samples of this micro-batch (evaluation, or no accumulation).
+    Returns the loss and floats for logging: loss_* (L_i), weight_* (0.5*exp(-s_i)), log_var_*.
     """
-    for name, grid in (("task_map", task_map), ("token_weight", token_weight), ("decision_target", decision_target)):
+    for name, grid in (("task_map", task_map), ("token_weight", token_weight), ("decision_target", decision_target),
+                       ("sample_index", labels if sample_index is None else sample_index)):
         if grid.shape != labels.shape:
             raise ValueError(f"{name} {tuple(grid.shape)} must have the labels' shape {tuple(labels.shape)}")
     rows, b, p = _label_rows(logits, labels, keep=task_map > 0)
     task_index = task_map[b, p] - 1
+    sample = b if sample_index is None else sample_index[b, p]
+    weight = torch.where(task_index == DIAGNOSE - 1, token_weight[b, p].float(), 1.0)
     per_token = F.cross_entropy(rows, labels[b, p], reduction="none")
-    per_token = per_token * torch.where(task_index == DIAGNOSE - 1, token_weight[b, p].float(), 1.0)
     decision = decision_target[b, p]
     at_decision = (decision >= 0).nonzero(as_tuple=True)
     per_token = per_token.index_put(at_decision, decision_loss(rows[at_decision], decision[at_decision],
                                                                yes_id, no_id, config))
     n_tasks = len(TASKS)
-    sums = per_token.new_zeros(n_tasks).index_add(0, task_index, per_token)
-    counts = torch.bincount(task_index, minlength=n_tasks).float()
-    n_items = _normaliser(num_items_in_batch, labels)
-    task_losses = sums / n_items
-    denominators = n_items if task_items_in_batch is None else task_items_in_batch.to(counts).clamp(min=1)
-    loss = uncertainty(task_losses, counts > 0, counts / denominators)
+    n_samples = int(sample.max()) + 1 if sample.numel() else 0
+    cell = sample * n_tasks + task_index  # one (sample, task) cell per row of the result
+    weighted_sum = per_token.new_zeros(n_samples * n_tasks).index_add(0, cell, weight * per_token)
+    weight_sum = per_token.new_zeros(n_samples * n_tasks).index_add(0, cell, weight)
+    has_task = weight_sum > 0
+    sample_means = torch.where(has_task, weighted_sum / weight_sum.clamp(min=1e-12), 0.0).view(n_samples, n_tasks)
+    samples_with_task = has_task.view(n_samples, n_tasks).sum(0).float()
+    if samples_in_batch is None:
+        samples_in_batch = int((has_task.view(n_samples, n_tasks).any(1)).sum())
+    n = torch.as_tensor(samples_in_batch, dtype=torch.float32, device=labels.device).clamp(min=1)
+    task_losses = sample_means.sum(0) / n
+    loss = uncertainty(task_losses, samples_with_task > 0, samples_with_task / n)
     with torch.no_grad():
         values = torch.stack([task_losses, uncertainty.weights(), uncertainty.log_vars.float()]).tolist()
     logs = {f"{kind}_{task}": value
             for kind, row in zip(("loss", "weight", "log_var"), values) for task, value in zip(TASKS, row)}
     return loss, logs
-

@@ -28,7 +28,7 @@ from swift_ext.negatives import make_negative, negative_modes
 from swift_ext.spans import IGNORE, char_spans_to_tokens, find_last, label_runs
 
 TASK_IDS = {"locate": 1, "verify": 2, "diagnose": 3}
-MED_BATCH_KEYS = ("med_task", "med_weight", "med_decision")
+MED_BATCH_KEYS = ("med_task", "med_weight", "med_decision", "med_sample")
 _PHRASE_PREFIXES = tuple(f"{REPORT_LABELS[k]}: " for k in ("findings", "impression"))
 
 
@@ -137,6 +137,7 @@ class MedTemplateMixin:
         res["med_task"] = torch.cat([torch.tensor(m["task"])[k] for m, k in zip(med, label_mask)])
         res["med_weight"] = torch.cat([torch.tensor(m["weight"], dtype=torch.float32)[k] for m, k in zip(med, label_mask)])
         res["med_decision"] = torch.cat([torch.tensor(m["decision"])[k] for m, k in zip(med, label_mask)])
+        res["med_sample"] = torch.cat([torch.full((int(k.sum()),), i) for i, k in enumerate(label_mask)])
         return res
 
     def data_collator(self, batch: list[dict[str, Any]], *, padding_to: int | None = None) -> dict[str, Any]:

@@ -132,6 +132,9 @@ def test_negatives_never_leak(family, sample_rows, models_dir, monkeypatch):
     batch = template.data_collator(encoded)
     assert set(batch["med_task"].tolist()) == {2}
     assert (batch["med_decision"] >= 0).sum() == len(encoded) and batch["med_decision"].max() == 0
+    # Every label token knows its sample, in row-major order: the loss's per-sample means need it.
+    label_rows = (batch["labels"] != IGNORE).nonzero()[:, 0]
+    assert torch.equal(batch["med_sample"], label_rows)
     assert "finding" not in batch and "tasks" not in batch  # row columns never reach the model
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from swift_ext.multitask_loss import (DIAGNOSE, IGNORE_INDEX, LOCATE, TASKS, VERIFY, LossConfig, TaskUncertainty,
-                                      decision_loss, multitask_loss, plain_token_loss)
+                                      decision_loss, multitask_loss)
 
 V, YES, NO = 11, 3, 4
 UNIT_LOG_VAR = -math.log(2.0)  # 0.5 * exp(-s) == 1: the uncertainty weighting becomes the identity
@@ -55,11 +55,18 @@ def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return out
 
 
+def pack(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """All samples in one row, like a padding-free collator, with the sample index of every position."""
+    out = {key: torch.cat([s[key] for s in samples], dim=1) for key in samples[0]}
+    out["sample_index"] = torch.cat([torch.full_like(s["labels"], k) for k, s in enumerate(samples)], dim=1)
+    return out
+
+
 def run(batch: dict[str, torch.Tensor], uncertainty: TaskUncertainty, config: LossConfig = LossConfig(),
-        num_items_in_batch=None, task_items_in_batch=None):
+        samples_in_batch=None):
     return multitask_loss(batch["logits"], batch["labels"], batch["task_map"], batch["token_weight"],
                           batch["decision_target"], YES, NO, uncertainty=uncertainty, config=config,
-                          num_items_in_batch=num_items_in_batch, task_items_in_batch=task_items_in_batch)
+                          samples_in_batch=samples_in_batch, sample_index=batch.get("sample_index"))
 
 
 def uncertainty_with(*log_vars: float) -> TaskUncertainty:
@@ -67,10 +74,6 @@ def uncertainty_with(*log_vars: float) -> TaskUncertainty:
     with torch.no_grad():
         module.log_vars.copy_(torch.tensor(log_vars))
     return module
-
-
-def label_count(batch: dict[str, torch.Tensor]) -> int:
-    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
 def decision_batch(yes_logit: float, no_logit: float, target: int, vocab: int = 2) -> dict[str, torch.Tensor]:
@@ -81,15 +84,6 @@ def decision_batch(yes_logit: float, no_logit: float, target: int, vocab: int = 
     return {"logits": logits, "labels": torch.tensor([[IGNORE_INDEX, yes_id if target else no_id]]),
             "task_map": torch.tensor([[0, VERIFY]]), "token_weight": torch.ones(1, 2),
             "decision_target": torch.tensor([[-1, target]])}
-
-
-def test_plain_token_loss_is_the_shifted_causal_lm_loss():
-    batch = collate([make_sample((LOCATE, 4, -1), seed=1), make_sample((DIAGNOSE, 7, -1), prompt=5, seed=2)])
-    logits, labels = batch["logits"], batch["labels"]
-    # transformers' ForCausalLMLoss: full-vocab CE of logit t against label t + 1, summed, / N.
-    summed = F.cross_entropy(logits[:, :-1].reshape(-1, V), labels[:, 1:].reshape(-1), reduction="sum")
-    assert plain_token_loss(logits, labels, 40).item() == pytest.approx(summed.item() / 40, rel=1e-6)
-    assert plain_token_loss(logits, labels, None).item() == pytest.approx(summed.item() / 11, rel=1e-6)
 
 
 # Two-token vocabulary, logits (ln 3, 0): p(yes) = 0.75, p(no) = 0.25. alpha = 0.25, gamma = 2.
@@ -103,8 +97,8 @@ def test_focal_loss_hand_values(target, expected):
     batch = decision_batch(math.log(3.0), 0.0, target)
     _, logs = multitask_loss(batch["logits"], batch["labels"], batch["task_map"], batch["token_weight"],
                              batch["decision_target"], 0, 1, uncertainty=TaskUncertainty(), config=LossConfig(),
-                             num_items_in_batch=4)
-    assert logs["loss_verify"] == pytest.approx(expected / 4, rel=1e-5)
+                             samples_in_batch=4)
+    assert logs["loss_verify"] == pytest.approx(expected / 4, rel=1e-5)  # one sample of the step's four
 
 
 @pytest.mark.parametrize("target, yes_logit, no_logit, penalised", [
@@ -120,15 +114,19 @@ def test_false_accept_cost_only_on_accepted_negatives(target, yes_logit, no_logi
     assert (costly / neutral).item() == pytest.approx(10.0 if penalised else 1.0)
 
 
-def test_finding_tokens_count_double_in_the_report_only():
-    # Zero logits: every token's CE is ln V. Report weights [1, 2, 1] -> 4 ln V; the locate token's 2 is ignored.
-    batch = {"logits": torch.zeros(1, 6, V), "labels": torch.tensor([[IGNORE_INDEX, 5, 6, 7, IGNORE_INDEX, 8]]),
+def test_finding_tokens_count_double_in_the_report_mean_only():
+    # Zero logits give CE ln V; the middle report token's row favours its label: CE c < ln V.
+    logits = torch.zeros(1, 6, V)
+    logits[0, 1, 6] = 3.0
+    c = math.log(math.exp(3.0) + V - 1) - 3.0
+    batch = {"logits": logits, "labels": torch.tensor([[IGNORE_INDEX, 5, 6, 7, IGNORE_INDEX, 8]]),
              "task_map": torch.tensor([[0, DIAGNOSE, DIAGNOSE, DIAGNOSE, 0, LOCATE]]),
              "token_weight": torch.tensor([[1.0, 1.0, 2.0, 1.0, 1.0, 2.0]]),
              "decision_target": torch.full((1, 6), -1)}
     _, logs = run(batch, TaskUncertainty())
-    assert logs["loss_diagnose"] == pytest.approx(4 * math.log(V) / 4, rel=1e-6)
-    assert logs["loss_locate"] == pytest.approx(math.log(V) / 4, rel=1e-6)
+    # report weights [1, 2, 1]: (ln V + 2c + ln V) / 4; the locate token's 2 is ignored: its mean is ln V.
+    assert logs["loss_diagnose"] == pytest.approx((2 * math.log(V) + 2 * c) / 4, rel=1e-6)
+    assert logs["loss_locate"] == pytest.approx(math.log(V), rel=1e-6)
     assert logs["loss_verify"] == 0.0
 
 
@@ -140,35 +138,33 @@ def test_uncertainty_combination_formula():
     assert got.item() == pytest.approx(expected, rel=1e-6)
 
     sample = make_sample((LOCATE, 5, -1), (VERIFY, 2, 0), (DIAGNOSE, 9, -1), seed=3)
-    loss, logs = run(sample, module, num_items_in_batch=30)
-    counts = {LOCATE: 5, VERIFY: 2, DIAGNOSE: 9}
-    expected = sum(0.5 * math.exp(-s_i) * logs[f"loss_{name}"] + 0.5 * s_i * counts[i] / 30
-                   for i, (name, s_i) in enumerate(zip(TASKS, s), start=1))
+    loss, logs = run(sample, module, samples_in_batch=3)
+    expected = sum(0.5 * math.exp(-s_i) * logs[f"loss_{name}"] + 0.5 * s_i / 3 for name, s_i in zip(TASKS, s))
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     for name, s_i in zip(TASKS, s):
         assert logs[f"weight_{name}"] == pytest.approx(0.5 * math.exp(-s_i), rel=1e-6)
         assert logs[f"log_var_{name}"] == pytest.approx(s_i, rel=1e-6)
 
 
-def test_reduces_to_plain_token_loss():
-    # gamma 0, no alpha balancing, no false-accept cost, unit token weights and unit task weights: plain CE.
-    samples = [make_sample((LOCATE, 4, -1), (VERIFY, 2, 0), (DIAGNOSE, 6, -1), seed=4),
-               make_sample((VERIFY, 2, 1), prompt=6, seed=5)]
-    samples[0]["logits"][0, 3 + 4 + 3 - 1, YES] += 8.0  # the negative is accepted: the cost must be neutral
-    for s in samples:
-        s["token_weight"] = torch.ones_like(s["token_weight"])
-    batch = collate(samples)
-    logits = batch["logits"].requires_grad_()
+def test_tasks_pull_by_loss_not_by_token_count():
+    # One sample: 4 box tokens, 1 verify decision, 40 report tokens, every token at the same loss ln V
+    # (zero logits; plain CE on the decision). Each task is a per-sample mean, so all three losses are
+    # ln V, and a token's gradient is 1 / (its task's token count): the decision pulls 40x a report token.
+    sample = make_sample((LOCATE, 4, -1), (VERIFY, 1, 1), (DIAGNOSE, 40, -1), seed=4)
+    sample["token_weight"] = torch.ones_like(sample["token_weight"])
+    logits = torch.zeros_like(sample["logits"]).requires_grad_()
     config = LossConfig(focal_alpha=None, focal_gamma=0.0, false_accept_cost=1.0, finding_weight=1.0)
-    uncertainty = uncertainty_with(UNIT_LOG_VAR, UNIT_LOG_VAR, UNIT_LOG_VAR)
-    loss, _ = run(batch, uncertainty, config, num_items_in_batch=50)
-    n = label_count(batch)
-    regulariser = 0.5 * UNIT_LOG_VAR * n / 50
-    plain = plain_token_loss(logits, batch["labels"], 50)
-    assert (loss - regulariser).item() == pytest.approx(plain.item(), rel=1e-6)
-    grad_multi, = torch.autograd.grad(loss, logits)
-    grad_plain, = torch.autograd.grad(plain, logits)
-    assert torch.allclose(grad_multi, grad_plain, atol=1e-7)
+    loss, logs = run({**sample, "logits": logits}, uncertainty_with(UNIT_LOG_VAR, UNIT_LOG_VAR, UNIT_LOG_VAR), config)
+    for name in TASKS:
+        assert logs[f"loss_{name}"] == pytest.approx(math.log(V), rel=1e-6)
+    assert loss.item() == pytest.approx(3 * math.log(V) + 3 * 0.5 * UNIT_LOG_VAR, rel=1e-6)
+    grad, = torch.autograd.grad(loss, logits)
+    row_norm = grad[0].norm(dim=-1)
+    positions = {task: (sample["task_map"][0] == task).nonzero().flatten() - 1 for task in (LOCATE, VERIFY, DIAGNOSE)}
+    report = row_norm[positions[DIAGNOSE]]
+    assert torch.allclose(report, report[0].expand_as(report))
+    assert (row_norm[positions[VERIFY]] / report[0]).item() == pytest.approx(40.0, rel=1e-5)
+    assert (row_norm[positions[LOCATE]] / report[0]).tolist() == pytest.approx([10.0] * 4, rel=1e-5)
 
 
 def accumulation_samples() -> list[dict[str, torch.Tensor]]:
@@ -181,39 +177,46 @@ def accumulation_samples() -> list[dict[str, torch.Tensor]]:
     return samples
 
 
-@pytest.mark.parametrize("exact_kendall", [False, True])
-def test_gradient_accumulation_matches_one_batch(exact_kendall):
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_gradient_accumulation_matches_one_batch(layout):
     samples = accumulation_samples()
-    batch = collate(samples)
-    n_items = torch.tensor(label_count(batch))
-    per_task = torch.bincount(batch["task_map"][:, 1:][batch["labels"][:, 1:] != IGNORE_INDEX] - 1, minlength=3)
-    task_items = per_task if exact_kendall else None
+    batch = collate(samples) if layout == "padded" else pack(samples)
     s = (0.4, -0.3, 0.9)
 
     whole = uncertainty_with(*s)
     logits = batch["logits"].clone().requires_grad_()
-    loss_whole, _ = run({**batch, "logits": logits}, whole, num_items_in_batch=n_items, task_items_in_batch=task_items)
+    loss_whole, _ = run({**batch, "logits": logits}, whole, samples_in_batch=4)
     loss_whole.backward()
 
     accumulated = uncertainty_with(*s)
-    loss_sum = 0.0
+    loss_sum, offset = 0.0, 0
     for k, sample in enumerate(samples):
         micro_logits = sample["logits"].clone().requires_grad_()
-        loss, _ = run({**sample, "logits": micro_logits}, accumulated, num_items_in_batch=n_items,
-                      task_items_in_batch=task_items)
+        loss, _ = run({**sample, "logits": micro_logits}, accumulated, samples_in_batch=4)
         loss.backward()
         loss_sum += loss.item()
         length = sample["labels"].shape[1]
-        assert torch.allclose(micro_logits.grad[0], logits.grad[k, :length], atol=1e-5)
+        expected = logits.grad[k, :length] if layout == "padded" else logits.grad[0, offset:offset + length]
+        assert torch.allclose(micro_logits.grad[0], expected, atol=1e-6)
+        offset += length
     assert loss_sum == pytest.approx(loss_whole.item(), abs=1e-5)
-    assert torch.allclose(accumulated.log_vars.grad, whole.log_vars.grad, atol=1e-5)
+    assert torch.allclose(accumulated.log_vars.grad, whole.log_vars.grad, atol=1e-6)
 
-    # d/ds_i = -0.5 exp(-s_i) L_i + 0.5 R_i: the regulariser's window total R_i is N_i / N, or exactly 1.
-    _, logs = run(batch, whole, num_items_in_batch=n_items, task_items_in_batch=task_items)
+    # d/ds_i = -0.5 exp(-s_i) L_i + 0.5 P_i: over the window P_i = (samples with task i) / S.
+    _, logs = run(batch, whole, samples_in_batch=4)
     task_losses = torch.tensor([logs[f"loss_{name}"] for name in TASKS])
     window_reg = 2 * (whole.log_vars.grad + 0.5 * torch.exp(-torch.tensor(s)) * task_losses)
-    expected = torch.ones(3) if exact_kendall else per_task / n_items
-    assert torch.allclose(window_reg, expected, atol=1e-5)
+    assert torch.allclose(window_reg, torch.tensor([2 / 4, 3 / 4, 3 / 4]), atol=1e-6)
+
+
+def test_packed_and_padded_batches_give_the_same_loss():
+    samples = accumulation_samples()
+    padded, _ = run(collate(samples), TaskUncertainty())
+    packed, _ = run(pack(samples), TaskUncertainty())
+    assert packed.item() == pytest.approx(padded.item(), rel=1e-6)
+    # Without the sample index a packed row is one sample: the per-sample means differ.
+    merged, _ = run({k: v for k, v in pack(samples).items() if k != "sample_index"}, TaskUncertainty())
+    assert merged.item() != pytest.approx(padded.item(), rel=1e-3)
 
 
 def test_log_vars_learn_with_sgd():
@@ -266,7 +269,6 @@ def test_only_label_rows_are_read():
     labels[0, 3000], decision[0, 3000] = YES, 1
     with LargestAllocation() as seen:
         loss, _ = multitask_loss(logits, labels, task_map, torch.ones(1, length), decision, YES, NO,
-                                 uncertainty=TaskUncertainty(), config=LossConfig(), num_items_in_batch=None)
-        plain = plain_token_loss(logits, labels)
-    assert torch.isfinite(loss) and torch.isfinite(plain)
+                                 uncertainty=TaskUncertainty(), config=LossConfig())
+    assert torch.isfinite(loss)
     assert seen.nbytes <= 3 * vocab * 4  # the three label rows in float32, never [L, V]

@@ -6,33 +6,29 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors import safe_open
 
+from swift_ext.loss import label_grids, samples_per_step
 from swift_ext.multitask_loss import LossConfig, multitask_loss
 from tests.conftest import ROOT, run_make
 from tests.test_med_template import make_template, sample_rows  # noqa: F401  (fixture)
 
-IGNORE = -100
 
 
-def med_loss(template, model, batch: dict, num_items_in_batch: int) -> torch.Tensor:
+def med_loss(template, model, batch: dict, samples_in_batch: int) -> torch.Tensor:
     """The training loss exactly as the trainer computes it, without a trainer."""
     inputs = dict(batch)
     labels = inputs.pop("labels")
     outputs = template.compute_sft_loss(model, inputs)
-    med = outputs["med"]
-    mask = labels != IGNORE
-    grids = []
-    for key, fill in (("med_task", 0), ("med_weight", 1.0), ("med_decision", -1)):
-        grid = torch.full(labels.shape, fill, dtype=med[key].dtype)
-        grid[mask] = med[key]
-        grids.append(grid)
-    loss, _ = multitask_loss(outputs.logits, labels, *grids, template.answer_token_id("yes"),
-                             template.answer_token_id("no"), uncertainty=model.med_task_uncertainty,
-                             config=LossConfig(), num_items_in_batch=num_items_in_batch)
+    grids = label_grids(outputs["med"], labels)
+    loss, _ = multitask_loss(outputs.logits, labels, grids["med_task"], grids["med_weight"], grids["med_decision"],
+                             template.answer_token_id("yes"), template.answer_token_id("no"),
+                             uncertainty=model.med_task_uncertainty, config=LossConfig(),
+                             samples_in_batch=samples_in_batch, sample_index=grids["med_sample"])
     return loss
 
 
@@ -50,7 +46,6 @@ def test_grad_accumulation_matches_full_batch(sample_rows, models_dir, monkeypat
     with torch.no_grad():
         model.med_task_uncertainty.log_vars.copy_(torch.tensor([0.3, -0.5, 0.8]))
     encoded = [template.encode(r) for r in sample_rows]
-    n_items = sum(int((torch.tensor(e["labels"][1:]) != IGNORE).sum()) for e in encoded)
     watched = {"lm_head": model.lm_head.weight, "log_vars": model.med_task_uncertainty.log_vars,
                "vision": model.model.visual.blocks[0].attn.qkv.weight}
 
@@ -58,7 +53,7 @@ def test_grad_accumulation_matches_full_batch(sample_rows, models_dir, monkeypat
         model.zero_grad()
         total = 0.0
         for micro in batches:
-            loss = med_loss(template, model, template.data_collator([dict(e) for e in micro]), n_items)
+            loss = med_loss(template, model, template.data_collator([dict(e) for e in micro]), len(encoded))
             loss.backward()
             total += loss.item()
         return total, {k: v.grad.clone() for k, v in watched.items()}
@@ -70,6 +65,19 @@ def test_grad_accumulation_matches_full_batch(sample_rows, models_dir, monkeypat
     for name in watched:
         torch.testing.assert_close(grad_accum[name], grad_full[name], rtol=1e-4, atol=1e-7, msg=name)
     assert grad_full["log_vars"].abs().min() > 0
+
+
+@pytest.mark.parametrize("num_items, accepts, across_devices, expected", [
+    (120, True, True, 4 * 3 * 2),   # the window on both devices: transformers multiplies the loss by 2
+    (120, True, False, 4 * 3),      # tokens not averaged across devices: DDP averages, S is this device's
+    (None, True, True, None),       # evaluation: this micro-batch
+    (120, False, True, None),       # transformers divides by the accumulation steps itself
+])
+def test_samples_per_step_follows_the_trainers_loss_scaling(num_items, accepts, across_devices, expected):
+    trainer = SimpleNamespace(model_accepts_loss_kwargs=accepts, current_gradient_accumulation_steps=3,
+                              args=SimpleNamespace(per_device_train_batch_size=4, world_size=2,
+                                                   average_tokens_across_devices=across_devices))
+    assert samples_per_step(trainer, num_items) == expected
 
 
 def log_vars(checkpoint: Path) -> torch.Tensor:
