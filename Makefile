@@ -54,12 +54,12 @@ PLUGIN := $(abspath swift_ext/plugin.py)
 DS_STAMP := $(VENV)/.medvlm-deepspeed
 SERVE_VENV := .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.medvlm-installed
+VENV_STAMP := $(VENV)/.medvlm-installed
+TINY_STAMP := $(MODELS)/.tiny-stamp
 # A MODEL under models/ is a tiny checkpoint that `make tiny-model` builds on demand.
 MODEL_DEP := $(if $(filter $(MODELS)/tiny-%,$(MODEL)),$(TINY_STAMP))
 # Multi-node training: swift's launcher reads these; export only those the user set.
 $(foreach v,NNODES NODE_RANK MASTER_ADDR MASTER_PORT,$(if $(value $(v)),$(eval export $(v))))
-VENV_STAMP := $(VENV)/.medvlm-installed
-TINY_STAMP := $(MODELS)/.tiny-stamp
 
 .PHONY: help setup setup-serve tiny-model sample-data data sft dpo merge serve stop eval demo test clean distclean
 

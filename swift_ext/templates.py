@@ -11,7 +11,9 @@ is). In training mode the template also
 Rows may hold one task (`"task"`) or a multi-turn conversation (`"tasks"`: one per assistant
 turn); train with `--remove_unused_columns false` so those columns reach the template.
 Tunables come from environment variables (swift's convention for template options), set in the
-recipe's ENV block: MEDVLM_NEGATIVE_RATIO, MEDVLM_NEGATIVE_SEED, MEDVLM_FINDING_WEIGHT.
+recipe's ENV block: MEDVLM_NEGATIVE_RATIO, MEDVLM_NEGATIVE_SEED, MEDVLM_FINDING_WEIGHT,
+MEDVLM_SUPERVISED_LOGITS (default on: the LM head runs only where a loss reads it,
+swift_ext.logit_positions).
 """
 from __future__ import annotations
 
@@ -24,11 +26,13 @@ from swift.template.templates.qwen import Qwen2_5VLTemplate, Qwen2VLTemplate, Qw
 from swift.utils import get_env_args
 
 from data_prep.tasks import REPORT_LABELS
+from swift_ext.logit_positions import trim_to_supervised
 from swift_ext.negatives import make_negative, negative_modes
 from swift_ext.spans import IGNORE, char_spans_to_tokens, find_last, label_runs
 
 TASK_IDS = {"locate": 1, "verify": 2, "diagnose": 3}
 MED_BATCH_KEYS = ("med_task", "med_weight", "med_decision", "med_sample")
+KEEP_KEY = "med_logits_to_keep"  # swift_ext.logit_positions: the positions whose logits a loss reads
 _PHRASE_PREFIXES = tuple(f"{REPORT_LABELS[k]}: " for k in ("findings", "impression"))
 
 
@@ -51,6 +55,7 @@ class MedTemplateMixin:
         self.negative_ratio = get_env_args("MEDVLM_NEGATIVE_RATIO", float, 0.3)
         self.negative_seed = get_env_args("MEDVLM_NEGATIVE_SEED", int, 0)
         self.finding_weight = get_env_args("MEDVLM_FINDING_WEIGHT", float, 2.0)
+        self.supervised_logits = get_env_args("MEDVLM_SUPERVISED_LOGITS", bool, True)
         self._collate_calls = 0
 
     def answer_token_id(self, word: str) -> int:
@@ -138,7 +143,11 @@ class MedTemplateMixin:
         res["med_weight"] = torch.cat([torch.tensor(m["weight"], dtype=torch.float32)[k] for m, k in zip(med, label_mask)])
         res["med_decision"] = torch.cat([torch.tensor(m["decision"])[k] for m, k in zip(med, label_mask)])
         res["med_sample"] = torch.cat([torch.full((int(k.sum()),), i) for i, k in enumerate(label_mask)])
-        return res
+        if not self.supervised_logits:
+            return res
+        trimmed = trim_to_supervised(res)
+        trimmed[KEEP_KEY] = trimmed.pop("logits_to_keep")
+        return trimmed
 
     def data_collator(self, batch: list[dict[str, Any]], *, padding_to: int | None = None) -> dict[str, Any]:
         """Collate, then drop the row columns (id, tasks, finding, ...) the template already used:
@@ -173,6 +182,8 @@ class MedTemplateMixin:
 
     def compute_sft_loss(self, model, inputs: dict[str, Any], num_items_in_batch=None, trainer=None):
         med = {k: inputs.pop(k) for k in MED_BATCH_KEYS if k in inputs}
+        if KEEP_KEY in inputs:  # replaces swift's suffix `logits_to_keep`, made for untrimmed labels
+            inputs["logits_to_keep"] = inputs.pop(KEEP_KEY)
         outputs = super().compute_sft_loss(model, inputs, num_items_in_batch=num_items_in_batch, trainer=trainer)
         if med:
             outputs["med"] = med
