@@ -278,3 +278,13 @@ def test_atomic_writer_keeps_old_files_when_a_write_fails(tmp_path):
         write_atomically(out, {"metrics.json": "new", "report.md": 123})  # type: ignore[dict-item]
     assert (out / "metrics.json").read_text() == "old" and (out / "report.md").read_text() == "old"
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "report.md"]
+
+
+def test_pmc_header_names_are_checked_where_they_are_read(tmp_path):
+    """An unnamed index column (pandas' to_csv) and version 1's "Anwser" spelling still load."""
+    from eval.bench.loaders import load
+
+    data = fixture("pmc-vqa", tmp_path)
+    csv_path = data / "test_2.csv"
+    csv_path.write_text(csv_path.read_text().replace("index,", ",", 1).replace(",Answer,", ",Anwser,", 1))
+    assert [item.answer for item in load("pmc-vqa", data, tmp_path / "work").items] == ["B", "A", "C"]

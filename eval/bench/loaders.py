@@ -21,6 +21,10 @@ from eval.samples import DataError
 
 PMC_COLUMNS = ("index", "Figure_path", "Caption", "Question", "Choice A", "Choice B", "Choice C", "Choice D",
                "Answer", "split")
+# Columns read by position, as MedEvalKit unpacks them; their names are checked loosely (any case, and
+# version 1's "Anwser" spelling), the unread ones (index, Caption, split) not at all.
+_PMC_NAMED = {1: ("figure_path",), 3: ("question",), 4: ("choice a",), 5: ("choice b",), 6: ("choice c",),
+              7: ("choice d",), 8: ("answer", "anwser")}
 OPTION_LETTERS = ("A", "B", "C", "D")
 UNKNOWN = "unknown"
 
@@ -210,7 +214,8 @@ def load_pmc_vqa(data: Path, workdir: Path, limit: int | None = None) -> LoadRes
     with csv_path.open(newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != PMC_COLUMNS:
+        if header is None or len(header) != len(PMC_COLUMNS) or any(
+                header[i].strip().lower() not in names for i, names in _PMC_NAMED.items()):
             raise DataError(f"{csv_path}: header {header} is not PMC-VQA test_2.csv's {list(PMC_COLUMNS)}")
         for row in reader:
             if limit is not None and len(items) >= limit:
