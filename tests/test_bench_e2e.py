@@ -1,8 +1,8 @@
-"""`make serve` (tiny Qwen2-VL, transformers backend) + `make bench-eval` on release-format fixtures.
+"""`make serve` (tiny Qwen2-VL, transformers backend) + `make bench-eval` on each benchmark's release-format fixture.
 
 The random-weight tiny model answers nonsense, so what is checked is the plumbing a real run
-relies on: the Makefile target, the served endpoint with its API key, images from files (SLAKE) and
-from parquet (VQA-RAD), and complete outputs with the right counts. Scoring values are checked in
+relies on: the Makefile target, the served endpoint with its API key, images from files and from
+parquet, and complete outputs with the right counts. Scoring values are checked in
 test_bench_scoring.py and test_bench_run.py.
 """
 from __future__ import annotations
@@ -12,10 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench_fixtures import SLAKE, VQA_RAD, WRITERS
+from eval.bench.published import TITLES
+from tests.bench_fixtures import OMNI, PATHVQA, PMC_VQA, SLAKE, VQA_RAD, WRITERS
 from tests.conftest import free_port, run_make
 
 API_KEY = "bench-key"
+QUESTIONS = {  # each fixture's questions in release order
+    "vqa-rad": [q for q, _ in VQA_RAD], "pathvqa": [q for q, _ in PATHVQA], "slake": [row[2] for row in SLAKE],
+    "pmc-vqa": [row[2] for row in PMC_VQA], "omnimedvqa": [e[1] for entries in OMNI.values() for e in entries],
+}
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +34,9 @@ def tiny_server(models_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("benchmark,questions", [("slake", SLAKE), ("vqa-rad", VQA_RAD)])
-def test_make_bench_eval_on_the_tiny_served_model(benchmark, questions, tiny_server, tmp_path):
+@pytest.mark.parametrize("benchmark", list(QUESTIONS))
+def test_make_bench_eval_on_the_tiny_served_model(benchmark, tiny_server, tmp_path):
+    questions = QUESTIONS[benchmark]
     data, out = tmp_path / "data", tmp_path / "out"
     data.mkdir()
     WRITERS[benchmark](data)
@@ -40,9 +46,10 @@ def test_make_bench_eval_on_the_tiny_served_model(benchmark, questions, tiny_ser
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["run"]["model"] == "medvlm" and metrics["counts"]["request_errors"] == 0
     assert metrics["overall"]["total"] == len(questions)
-    assert metrics["closed"]["total"] + metrics["open"]["total"] == len(questions)
+    if benchmark in ("vqa-rad", "slake", "pathvqa"):
+        assert metrics["closed"]["total"] + metrics["open"]["total"] == len(questions)
     assert 0 <= metrics["headline"]["percent"] <= 100
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert [r["question"] for r in records] == [q[2] if benchmark == "slake" else q[0] for q in questions]
+    assert [r["question"] for r in records] == questions
     assert all(isinstance(r["response"], str) for r in records)
-    assert (out / "report.md").read_text().startswith(f"# {'SLAKE' if benchmark == 'slake' else 'VQA-RAD'}: medvlm")
+    assert (out / "report.md").read_text().startswith(f"# {TITLES[benchmark]}: medvlm")
