@@ -49,7 +49,7 @@ PMC_VQA = [  # index, Figure_path, Question, choices, Answer (letter), folder th
     ("2", "PMC3000000_F3.jpg", "Where is the lesion?",
      ("A:Left lobe", "B:Right lobe", "C:Caudate lobe", "D:Gallbladder fossa"), "C", "images"),
 ]
-OMNI = {  # file name -> entries (question_id, question, gt_answer, options, modality key, modality, question_type, image)
+OMNI = {  # file -> entries (question_id, question, gt_answer, options, modality key, modality, question_type, image)
     "ACRIMA.json": [
         ("ACRIMA_0001", "What is the diagnosis?", "Glaucoma", ("Normal", "Glaucoma", "Cataract", "Myopia"),
          "modality_type", "Fundus Photography", "Disease Diagnosis", "Images/ACRIMA/Im001.jpg"),

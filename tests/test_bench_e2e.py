@@ -8,7 +8,6 @@ test_bench_scoring.py and test_bench_run.py.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

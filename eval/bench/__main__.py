@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> Path:
     if len(failed) == len(results):
         raise EndpointError(f"every request failed; the first: {failed[0].error}")
 
-    records = [to_record(item, result, args.benchmark, data) for item, result in zip(loaded.items, results)]
+    records = [to_record(item, result, args.benchmark, data)
+               for item, result in zip(loaded.items, results, strict=True)]
     metrics = report.summarize(args.benchmark, records)
     notes = [f"Data: {loaded.release}, read from {data}" + (f" (first {args.limit} questions)" if args.limit else "")
              + ".", f"Scoring: {MEDEVALKIT}; {RULES[args.benchmark]}.", JUDGE_CAVEAT, *loaded.notes]

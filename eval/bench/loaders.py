@@ -192,7 +192,8 @@ def load_slake(data: Path, workdir: Path, limit: int | None = None) -> LoadResul
         else:
             rule = "judgement" if answer in ("yes", "no") else "close_exact"
         items.append(BenchItem(
-            id=str(len(items)), source_id=str(row.get("qid", n)), question=question, answer=answer, image=image, rule=rule,
+            id=str(len(items)), source_id=str(row.get("qid", n)), question=question, answer=answer, image=image,
+            rule=rule,
             prompt=question_prompt(question, "open" if answer_type == "OPEN" else "closed", lang),
             groups={"modality": str(row.get("modality") or UNKNOWN), "language": lang}))
     return LoadResult(items, "SLAKE 1.0 release (BoKelvin/SLAKE): test.json, English and Chinese, imgs/")
@@ -233,7 +234,8 @@ def load_pmc_vqa(data: Path, workdir: Path, limit: int | None = None) -> LoadRes
             if not image.is_file():
                 raise DataError(f"{where}: image file {figure!r} not found in {data / 'figures'} or {data / 'images'}")
             check_image(image, where)
-            items.append(BenchItem(id=str(len(items)), source_id=row[0], question=question, answer=answer, image=image, rule="multi_choice",
+            items.append(BenchItem(id=str(len(items)), source_id=row[0], question=question, answer=answer,
+                                   image=image, rule="multi_choice",
                                    choices=tuple(choices), prompt=choice_prompt(question, choices)))
     return LoadResult(items, "PMC-VQA version 2 test set (test_2.csv), RadGenome/PMC-VQA or xmcmic/PMC-VQA")
 
@@ -291,7 +293,8 @@ def load_omnimedvqa(data: Path, workdir: Path, limit: int | None = None) -> Load
                 check_image(image, where)
                 checked.add(image)
             items.append(BenchItem(
-                id=str(len(items)), source_id=str(row.get("question_id", f"{path.name}#{n}")), question=question, answer=answer, image=image,
+                id=str(len(items)), source_id=str(row.get("question_id", f"{path.name}#{n}")), question=question,
+                answer=answer, image=image,
                 rule="multi_choice", choices=tuple(choices), prompt=choice_prompt(question, choices),
                 groups={"modality": str(row.get("modality_type") or row.get("modality") or UNKNOWN),
                         "question_type": str(row["question_type"] or UNKNOWN)}))

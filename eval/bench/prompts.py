@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 _SUFFIX = {
-    "judgement": {"en": "Please output 'yes' or 'no'(no extra output).", "zh": "请输出'是'或'否'(不要有任何其它输出)。"},
+    "judgement": {"en": "Please output 'yes' or 'no'(no extra output).",
+                  "zh": "请输出'是'或'否'(不要有任何其它输出)。"},
     "closed": {"en": "Answer the question using a single word or phrase.", "zh": "请用一个单词或者短语回答该问题。"},
     "open": {"en": "Please answer the question concisely.", "zh": "请简要回答该问题。"},
 }

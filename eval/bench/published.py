@@ -24,7 +24,7 @@ class PublishedRow:
 
 
 PUBLISHED: tuple[PublishedRow, ...] = tuple(
-    PublishedRow(model, dict(zip(BENCHMARKS, scores)), LINGSHU_TABLE) for model, scores in (
+    PublishedRow(model, dict(zip(BENCHMARKS, scores, strict=True)), LINGSHU_TABLE) for model, scores in (
         ("Qwen2.5-VL-7B", (64.5, 67.2, 44.1, 51.9, 63.6)),
         ("MedGemma-4B-IT", (72.5, 76.4, 48.8, 49.9, 69.8)),
         ("Lingshu-7B", (67.9, 83.1, 61.9, 56.3, 82.9)),

@@ -1,4 +1,4 @@
-"""Scored records -> metrics.json (MedEvalKit's breakdown), report.md (beside the published rows), written atomically."""
+"""Scored records -> metrics.json (MedEvalKit's breakdown) and report.md (beside the published rows), atomically."""
 from __future__ import annotations
 
 import json
