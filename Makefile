@@ -44,6 +44,10 @@ EVAL_SPLIT  ?= test
 EVAL_OUT    ?= eval/results/$(SERVED_NAME)-$(FAMILY)-$(EVAL_SPLIT)
 EVAL_LIMIT  ?=
 EVAL_ARGS   ?=
+BENCH       ?=
+BENCH_DATA  ?=
+BENCH_OUT   ?= eval/results/$(SERVED_NAME)-$(BENCH)
+BENCH_ARGS  ?=
 GPUS        := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
 NPROC       ?= $(if $(filter-out 0,$(GPUS)),$(GPUS),1)
 DEEPSPEED   ?= $(if $(filter-out 0,$(GPUS)),zero2,)
@@ -61,7 +65,7 @@ MODEL_DEP := $(if $(filter $(MODELS)/tiny-%,$(MODEL)),$(TINY_STAMP))
 # Multi-node training: swift's launcher reads these; export only those the user set.
 $(foreach v,NNODES NODE_RANK MASTER_ADDR MASTER_PORT,$(if $(value $(v)),$(eval export $(v))))
 
-.PHONY: help setup setup-serve tiny-model sample-data data sft dpo merge serve stop eval demo test clean distclean
+.PHONY: help setup setup-serve tiny-model sample-data data sft dpo merge serve stop eval bench-eval demo test clean distclean
 
 help: ## list the targets and the variables they read
 	@echo "medvlm make targets (variables: FAMILY=$(FAMILY) MODELS=$(MODELS) VENV=$(VENV) PYTHON=$(PYTHON))"
@@ -162,6 +166,12 @@ eval: $(VENV_STAMP) $(DATA)/train_multitask.jsonl ## score the served model on D
 	$(PY) -m eval.run --url $(EVAL_URL) --data $(DATA) --split $(EVAL_SPLIT) --out $(EVAL_OUT) \
 	  --family $(FAMILY) --model $(SERVED_NAME) --max-pixels $(SERVE_MAX_PIXELS) \
 	  $(if $(wildcard $(OUTPUT)/logging.jsonl),--train-logs $(OUTPUT)) $(if $(EVAL_LIMIT),--limit $(EVAL_LIMIT)) $(EVAL_ARGS)
+
+bench-eval: export MEDVLM_API_KEY = $(API_KEY)
+bench-eval: $(VENV_STAMP) ## score the served model on a public VQA benchmark (BENCH=vqa-rad|slake|pathvqa|pmc-vqa|omnimedvqa, BENCH_DATA=, BENCH_OUT=, BENCH_ARGS=)
+	@test -n "$(BENCH)" -a -n "$(BENCH_DATA)" || { echo "usage: make bench-eval BENCH=vqa-rad|slake|pathvqa|pmc-vqa|omnimedvqa BENCH_DATA=/path/to/the/release"; exit 2; }
+	$(PY) -m eval.bench --benchmark $(BENCH) --data $(BENCH_DATA) --out $(BENCH_OUT) --url $(EVAL_URL) \
+	  --model $(SERVED_NAME) $(BENCH_ARGS)
 
 demo: export MEDVLM_API_KEY = $(API_KEY)
 demo: ## the whole chain on the embedded default: data -> sft -> dpo -> merge -> serve -> eval + ask -> stop
