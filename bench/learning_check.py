@@ -144,7 +144,7 @@ def train(name: str, data: Path, args: argparse.Namespace) -> tuple[Path, float 
     if args.reuse and (out / f"checkpoint-{args.steps}").exists():
         return out, None
     shutil.rmtree(out, ignore_errors=True)
-    seconds = run_logged(["make", "sft", f"DATA={data}", f"OUTPUT={out}", f"RECIPE={RECIPES[name]}",
+    seconds = run_logged(["make", "sft", "SFT_SETS=train_multitask", f"DATA={data}", f"OUTPUT={out}", f"RECIPE={RECIPES[name]}",
                           f"SFT_ARGS={sft_args(args)}"], args.work / "logs" / f"sft_{name}.log")
     return out, seconds
 

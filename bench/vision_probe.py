@@ -80,6 +80,20 @@ def probe_accuracy(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.T
         return (((x_test @ w + b) > 0).float() == y_test).float().mean().item()
 
 
+@torch.inference_mode()
+def token_norms(model: torch.nn.Module, tokens: list[torch.Tensor]) -> dict:
+    """L2 norms of what the language model receives: merged visual tokens against the embeddings of the
+    text tokens (rows that are not all zero: the tiny tokenizer's real tokens). A mismatch of orders of
+    magnitude would let one kind of token dominate the residual stream before the first norm."""
+    embeddings = model.get_input_embeddings().weight
+    text = embeddings[embeddings.abs().sum(-1) > 0].norm(dim=-1)
+    visual = torch.cat(tokens).norm(dim=-1)
+    return {"visual_mean": round(visual.mean().item(), 3), "visual_median": round(visual.median().item(), 3),
+            "text_embedding_mean": round(text.mean().item(), 3),
+            "text_embedding_median": round(text.median().item(), 3),
+            "ratio_visual_to_text": round((visual.mean() / text.mean()).item(), 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
@@ -107,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     test, train = torch.tensor(order[:n_test]), torch.tensor(order[n_test:])
     shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(args.seed + 1))]
 
-    results = {}
+    results = {"norms": token_norms(model, tokens)}
     for name, x in readouts.items():
         results[name] = {
             "accuracy": round(probe_accuracy(x[train], labels[train], x[test], labels[test]), 3),
@@ -125,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "vision_probe.json").write_text(json.dumps(report, indent=1))
     print(f"{'readout':22s} {'accuracy':>9s} {'shuffled':>9s}")
     for name, r in results.items():
-        print(f"{name:22s} {r['accuracy']:9.3f} {r['shuffled_labels_accuracy']:9.3f}")
+        if name != "norms":
+            print(f"{name:22s} {r['accuracy']:9.3f} {r['shuffled_labels_accuracy']:9.3f}")
+    print("L2 norms (ladder rung c):", results["norms"])
     print(f"held-out share bright: {report['settings']['bright_share_test']}; wrote {args.out / 'vision_probe.json'}")
     return 0
 

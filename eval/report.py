@@ -149,6 +149,7 @@ def markdown(metrics: dict[str, Any], figures: dict[str, str]) -> str:
     c = overall["counts"]
     lines = [
         f"# Evaluation: {run['model']} on {run['split']}", "",
+        *([f"**What these numbers mean:** {run['context']}", ""] if run.get("context") else []),
         f"Endpoint `{run['url']}`, family `{run['family']}`, data `{run['data']}`, {c['images']} images "
         f"({c['locate']} locate, {c['verify_positive']} + {c['verify_negative']} verify, {c['diagnose']} diagnose "
         f"answers; {c['malformed']} malformed, {c['request_errors']} request errors). {run['created']}.", "",

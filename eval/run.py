@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--train-logs", default=None, help="swift sft output folder: plot its logging.jsonl")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (its Java jar takes ~20 s to start)")
+    p.add_argument("--context", default=None,
+                   help="what the reader must know to read the numbers (e.g. which model and data they come "
+                        "from); printed under the report's title")
     return p
 
 
@@ -143,7 +146,7 @@ def run(args: argparse.Namespace) -> Path:
         "limit": args.limit, "seed": args.seed, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "pixel_limits": limits and {"min_pixels": limits.min_pixels, "max_pixels": limits.max_pixels},
         "requests": len(requests), "failed_requests": len(failed), "elapsed_s": round(elapsed, 1),
-        "train_logs": args.train_logs, "notes": notes(family, limits, len(negatives), args.seed, meteor_note),
+        "train_logs": args.train_logs, "context": args.context, "notes": notes(family, limits, len(negatives), args.seed, meteor_note),
     }
     write_outputs(out, metrics, records, curves)
     overall = metrics["overall"]

@@ -177,7 +177,8 @@ def test_run_writes_report_and_counts_malformed(serve, dataset, tmp_path, capsys
     server = serve(model_answers(truth))
     out = tmp_path / "run"
     code = eval_run.main(["--url", server.url, "--data", str(data), "--out", str(out), "--no-meteor",
-                          "--concurrency", "3", "--train-logs", str(write_trainer_log(tmp_path / "sft"))])
+                          "--concurrency", "3", "--train-logs", str(write_trainer_log(tmp_path / "sft")),
+                          "--context", "a tiny model on 4 images"])
     assert code == 0, capsys.readouterr().err
     for name in ("metrics.json", "report.md", "predictions.jsonl", "headline.png", "per_modality.png",
                  "gallery.png", "training_curves.png"):
@@ -199,6 +200,9 @@ def test_run_writes_report_and_counts_malformed(serve, dataset, tmp_path, capsys
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert {r["task"] for r in records if r["malformed"]} == {"locate", "verify", "diagnose"}
     report = (out / "report.md").read_text()
+    title, _, context = report.splitlines()[:3]
+    assert title.startswith("# Evaluation") and context == "**What these numbers mean:** a tiny model on 4 images"
+    assert metrics["run"]["context"] == "a tiny model on 4 images"
     assert "![gallery](gallery.png)" in report and "ROI Acc@0.5" in report and "METEOR: skipped (--no-meteor)" in report
     assert "| ROI Acc@0.5 | 0.750 |" in capsys.readouterr().out
     # Every verify prompt went out with the boxes rendered as in training, never as a literal tag.
