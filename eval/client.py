@@ -118,7 +118,7 @@ def list_models(url: str, api_key: str | None = None, timeout: float = 10.0) -> 
         response = httpx.get(target, headers=_headers(api_key), timeout=timeout)
     except httpx.HTTPError as e:
         raise EndpointError(f"cannot reach {target} ({type(e).__name__}: {e}); is the server running "
-                            "(`swift deploy ...`) and is --url right?") from None
+                            "(`make serve` starts one) and is --url right?") from None
     if response.status_code in (401, 403):
         raise EndpointError(f"{target} refused the request ({_error_text(response)}); pass --api-key")
     if response.status_code != 200:

@@ -27,9 +27,11 @@ LABELS = {
     "bleu_1": "BLEU-1", "bleu_2": "BLEU-2", "bleu_3": "BLEU-3", "bleu_4": "BLEU-4", "rouge_l": "ROUGE-L",
     "cider": "CIDEr", "meteor": "METEOR", "iou_mean": "ROI IoU (mean)", "iou_acc50": "ROI Acc@0.5",
     "verify_accuracy": "Verify accuracy", "verify_auroc": "Verify AUROC", "malformed_rate": "Malformed rate",
+    "report_fields_complete": "Reports with every field",
 }
 # Metrics on a 0-1 scale, comparable in one chart (BLEU is sacrebleu's 0-100, CIDEr is 0-10).
-UNIT_METRICS = ("rouge_l", "meteor", "iou_mean", "iou_acc50", "verify_accuracy", "verify_auroc", "malformed_rate")
+UNIT_METRICS = ("rouge_l", "meteor", "iou_mean", "iou_acc50", "verify_accuracy", "verify_auroc", "malformed_rate",
+                "report_fields_complete")
 GALLERY_SIZE = 6
 
 

@@ -21,7 +21,7 @@ IOU_THRESHOLD = 0.5
 UNKNOWN_MODALITY = "unknown"
 _REPORT_PREFIXES = tuple(f"{label}:" for label in REPORT_LABELS.values())
 HEADLINE = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider", "meteor", "iou_mean", "iou_acc50",
-            "verify_accuracy", "verify_auroc", "malformed_rate")
+            "verify_accuracy", "verify_auroc", "malformed_rate", "report_fields_complete")
 
 
 def _base(row: dict, result: ChatResult) -> dict[str, Any]:
@@ -53,9 +53,17 @@ def is_report(text: str | None) -> bool:
     return any(line.strip().startswith(_REPORT_PREFIXES) for line in (text or "").splitlines())
 
 
+def report_labels(text: str | None) -> set[str]:
+    """The trained `Label:` prefixes that start a line of a report."""
+    return {p for line in (text or "").splitlines() for p in _REPORT_PREFIXES if line.strip().startswith(p)}
+
+
 def score_diagnose(row: dict, result: ChatResult) -> dict[str, Any]:
-    """The generated report next to the reference; a structureless answer is malformed."""
-    return {**_base(row, result), "reference": row["messages"][1]["content"], "malformed": not is_report(result.text)}
+    """The generated report next to the reference; a structureless answer is malformed, and a report is
+    complete when it has a line for every field its reference has."""
+    reference = row["messages"][1]["content"]
+    return {**_base(row, result), "reference": reference, "malformed": not is_report(result.text),
+            "fields_complete": report_labels(reference) <= report_labels(result.text)}
 
 
 def summarize(records: Sequence[dict[str, Any]], *, with_meteor: bool = True) -> dict[str, Any]:
@@ -75,6 +83,7 @@ def summarize(records: Sequence[dict[str, Any]], *, with_meteor: bool = True) ->
         "verify_accuracy": accuracy(labels, probs, 0.5, [not r["malformed"] for r in verify]),
         "verify_auroc": auroc(labels, probs),
         "malformed_rate": mean([float(r["malformed"]) for r in records]),
+        "report_fields_complete": mean([float(r["fields_complete"]) for r in diagnose]),
     }
     for task, subset in (("locate", locate), ("verify", verify), ("diagnose", diagnose)):
         out[f"malformed_{task}"] = mean([float(r["malformed"]) for r in subset])

@@ -193,6 +193,7 @@ def test_run_writes_report_and_counts_malformed(serve, dataset, tmp_path, capsys
     # Positives 0.9 x3 and (unreadable) 0.5, negatives 0.2 x3 and 0.5: 15 of 16 pairs right, one tie -> 15.5/16.
     assert overall["verify_auroc"] == pytest.approx(15.5 / 16)
     assert overall["verify_accuracy"] == 0.75
+    assert overall["report_fields_complete"] == 0.75  # the empty report lacks every field
     assert 0 < overall["bleu_4"] < 100 and overall["meteor"] is None
     assert list(metrics["per_modality"]) == ["CT", "MRI", "X-ray"]
     assert metrics["per_modality"]["MRI"]["iou_mean"] == 0.0 and metrics["per_modality"]["CT"]["iou_mean"] > 0.98

@@ -107,3 +107,23 @@ def test_accuracy_counts_unreadable_answers_wrong():
 def test_mean_of_nothing_is_undefined():
     assert mean([]) is None
     assert mean([1.0, 2.0]) == 1.5
+
+
+def test_a_report_is_complete_with_a_line_for_every_field_of_its_reference():
+    from eval.client import ChatResult
+    from eval.score import report_labels, score_diagnose
+
+    def result(text: str) -> ChatResult:
+        return ChatResult(key="a", text=text, top_logprobs=None, error=None, attempts=1)
+
+    reference = "Modality: CT\nOrgan: abdomen\nFindings: hyperdense lesion\nImpression: hemorrhage"
+    row = {"id": "a", "task": "diagnose", "images": ["x.jpg"], "fields": {"modality": "CT"},
+           "messages": [{"role": "user", "content": "<image>Report."}, {"role": "assistant", "content": reference}]}
+    assert report_labels(reference) == {"Modality:", "Organ:", "Findings:", "Impression:"}
+    repeated = "Modality: CT\nOrgan: CT\nOrgan: CT\nFindings: Findings: x"
+    missing = score_diagnose(row, result(repeated))
+    assert not missing["malformed"] and not missing["fields_complete"]  # no Impression line
+    extra = score_diagnose(row, result(reference + "\nRelation: near the liver"))
+    assert extra["fields_complete"]
+    inline = score_diagnose(row, result("Modality: CT Organ: abdomen Findings: x Impression: y"))
+    assert not inline["fields_complete"]  # labels count only at the start of a line
