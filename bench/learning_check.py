@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generated images (>= 500 for the issue's check; about 5%% become the test split)")
     p.add_argument("--steps", type=int, default=400, help="training steps of each run (same for both)")
     p.add_argument("--save-every", type=int, default=100, help="checkpoint (and evaluation) every K steps")
-    p.add_argument("--lr", type=float, default=1e-2,
-                   help="learning rate of both runs (the recipes' 1e-3 is for the 20-step `make sft` default)")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="learning rate of both runs (1e-2, the old default, learns and then collapses to a constant "
+                        "answer: bench/text_probe.py, docs/learning-ladder.md)")
     p.add_argument("--out", type=Path, default=ROOT / "bench/results", help="where the JSON and PNG go")
     p.add_argument("--work", type=Path, default=Path("/tmp/medvlm-learning-check"),
                    help="data, checkpoints and logs")
@@ -144,8 +145,8 @@ def train(name: str, data: Path, args: argparse.Namespace) -> tuple[Path, float 
     if args.reuse and (out / f"checkpoint-{args.steps}").exists():
         return out, None
     shutil.rmtree(out, ignore_errors=True)
-    seconds = run_logged(["make", "sft", "SFT_SETS=train_multitask", f"DATA={data}", f"OUTPUT={out}", f"RECIPE={RECIPES[name]}",
-                          f"SFT_ARGS={sft_args(args)}"], args.work / "logs" / f"sft_{name}.log")
+    seconds = run_logged(["make", "sft", "SFT_SETS=train_multitask", f"DATA={data}", f"OUTPUT={out}",
+                          f"RECIPE={RECIPES[name]}", f"SFT_ARGS={sft_args(args)}"], args.work / "logs" / f"sft_{name}.log")
     return out, seconds
 
 

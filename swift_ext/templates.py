@@ -26,13 +26,13 @@ from swift.template.templates.qwen import Qwen2_5VLTemplate, Qwen2VLTemplate, Qw
 from swift.utils import get_env_args
 
 from data_prep.tasks import REPORT_LABELS
-from swift_ext.logit_positions import trim_to_supervised
+from swift_ext.logit_positions import packed_token_loss, supervised_logits, trim_to_supervised
 from swift_ext.negatives import make_negative, negative_modes
 from swift_ext.spans import IGNORE, char_spans_to_tokens, find_last, label_runs
 
 TASK_IDS = {"locate": 1, "verify": 2, "diagnose": 3}
 MED_BATCH_KEYS = ("med_task", "med_weight", "med_decision", "med_sample")
-KEEP_KEY = "med_logits_to_keep"  # swift_ext.logit_positions: the positions whose logits a loss reads
+KEEP_KEY = "med_logits_at"  # swift_ext.logit_positions: (rows, positions) of the logits a loss reads
 _PHRASE_PREFIXES = tuple(f"{REPORT_LABELS[k]}: " for k in ("findings", "impression"))
 
 
@@ -146,7 +146,7 @@ class MedTemplateMixin:
         if not self.supervised_logits:
             return res
         trimmed = trim_to_supervised(res)
-        trimmed[KEEP_KEY] = trimmed.pop("logits_to_keep")
+        trimmed[KEEP_KEY] = trimmed.pop("logits_at")
         return trimmed
 
     def data_collator(self, batch: list[dict[str, Any]], *, padding_to: int | None = None) -> dict[str, Any]:
@@ -182,9 +182,13 @@ class MedTemplateMixin:
 
     def compute_sft_loss(self, model, inputs: dict[str, Any], num_items_in_batch=None, trainer=None):
         med = {k: inputs.pop(k) for k in MED_BATCH_KEYS if k in inputs}
-        if KEEP_KEY in inputs:  # replaces swift's suffix `logits_to_keep`, made for untrimmed labels
-            inputs["logits_to_keep"] = inputs.pop(KEEP_KEY)
-        outputs = super().compute_sft_loss(model, inputs, num_items_in_batch=num_items_in_batch, trainer=trainer)
+        logits_at = inputs.pop(KEEP_KEY, None)
+        if logits_at is None:
+            outputs = super().compute_sft_loss(model, inputs, num_items_in_batch=num_items_in_batch, trainer=trainer)
+        else:
+            outputs = supervised_logits(model, inputs, logits_at)
+            if "labels" in inputs:  # plain SFT: swift leaves the loss to the model, which saw no labels here
+                outputs.loss = packed_token_loss(outputs.logits, inputs["labels"], num_items_in_batch)
         if med:
             outputs["med"] = med
         return outputs
