@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -32,6 +33,7 @@ ERROR_CATEGORIES = {
 VERDICTS = ("A", "B", "tie", "both_wrong")
 NO_REGION_ANSWER = "No region of interest."
 _GROUNDING_TAGS = ("<ref-object>", "<bbox>", "<image>")
+_SPECIAL_TOKEN = re.compile(r"<\|([A-Za-z0-9_]+)\|>")
 
 
 def utc_now() -> str:
@@ -76,10 +78,12 @@ def _prompt(answer: dict[str, Any], task: str) -> str:
 
 
 def _untagged(text: str) -> str:
-    """Model text as literal text: swift would consume <ref-object>/<bbox>/<image> tags as placeholders."""
+    """Model text as literal text: swift would consume <ref-object>/<bbox>/<image> tags as placeholders,
+    and special tokens a sampled answer may contain (<|image_pad|>, <|im_end|>, ...) would be tokenised
+    as such, adding image tokens or ending the turn inside the training row."""
     for tag in _GROUNDING_TAGS:
         text = text.replace(tag, tag.replace("<", "‹").replace(">", "›"))
-    return text
+    return _SPECIAL_TOKEN.sub(lambda m: f"‹|{m.group(1)}|›", text)
 
 
 def conversation(answer: dict[str, Any], report: str, boxes: Sequence[Sequence[int]],

@@ -227,15 +227,19 @@ def test_kill_9_never_leaves_a_torn_line(tmp_path):
     path = tmp_path / "pairs.jsonl"
     rng = np.random.default_rng(0)
     for _ in range(8):
+        before = path.stat().st_size if path.exists() else 0
         proc = subprocess.Popen([sys.executable, "-c", _KILL_WRITER, str(path)], cwd=ROOT)
-        time.sleep(0.3 + float(rng.uniform(0, 0.3)))
+        deadline = time.monotonic() + 120
+        while (not path.exists() or path.stat().st_size == before) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the writer is appending now (its start-up takes long on a busy machine)
+        time.sleep(float(rng.uniform(0, 0.2)))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         data = path.read_bytes()
         assert data.endswith(b"\n")
         assert all(json.loads(line)["pad"] == "y" * 20000 for line in data.splitlines())
     n = len(path.read_bytes().splitlines())
-    assert n > 8
+    assert n >= 8  # at least one line per writer
     with path.open("ab") as f:  # what a writer killed mid-line would leave
         f.write(b'{"i": -1, "pad": "yyyy')
     assert len(list(read_jsonl(path))) == n
@@ -290,10 +294,11 @@ def test_correction_row_is_a_dpo_pair_with_the_models_answer_rejected(tmp_path):
 
 
 def test_a_model_answer_without_boxes_is_kept_as_its_text():
-    answer = make_answer(boxes=[], locate_answer="maybe the <bbox> top")
+    answer = make_answer(boxes=[], locate_answer="maybe the <bbox> top<|image_pad|><|im_end|>")
     row = correction_row(answer, REPORT, [[1, 2, 30, 40]], reviewer="r", error_type="", reason="",
                          image="/x.png", image_sha256="ab")
-    assert row["rejected_messages"][3]["content"] == "maybe the ‹bbox› top"  # literal, not a swift tag
+    # literal text, not a swift tag or a special token
+    assert row["rejected_messages"][3]["content"] == "maybe the ‹bbox› top‹|image_pad|›‹|im_end|›"
     assert row["rejected_objects"]["bbox"] == [] and row["objects"]["bbox"] == [[1, 2, 30, 40]]
     row = correction_row(make_answer(locate_answer=""), REPORT, [], reviewer="r", error_type="", reason="",
                          image="/x.png", image_sha256="ab")
