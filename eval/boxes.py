@@ -10,6 +10,7 @@ so IoU is measured in original pixels.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,9 @@ SPATIAL_MERGE_SIZE = 2  # qwen_vl_utils: one visual token covers (patch_size * 2
 BOX_START, BOX_END = "<|box_start|>", "<|box_end|>"
 REF_START, REF_END = "<|object_ref_start|>", "<|object_ref_end|>"
 NORM = 1000
+# qwen_vl_utils 0.0.14 vision_process constants (checked against it in tests/test_eval_boxes.py).
+QWEN_VL_UTILS_DEFAULTS = {"IMAGE_MIN_TOKEN_NUM": 4, "IMAGE_MAX_TOKEN_NUM": 16384}
+MAX_RATIO = 200
 
 _NUM = r"(-?\d+(?:\.\d+)?)"
 # Two points "(x1,y1),(x2,y2)" (swift's legacy form, with or without the special tokens around it),
@@ -52,9 +56,7 @@ def _tokens(explicit: int | None, tokens_var: str, pixels_var: str, factor: int,
         return int(env[tokens_var])
     if env.get(pixels_var):
         return int(env[pixels_var]) // factor**2
-    from qwen_vl_utils import vision_process  # imports torch: only when a default is needed
-
-    return getattr(vision_process, tokens_var)
+    return QWEN_VL_UTILS_DEFAULTS[tokens_var]
 
 
 def pixel_limits(family: Family, max_pixels: int | None = None, min_pixels: int | None = None,
@@ -74,11 +76,30 @@ def pixel_limits(family: Family, max_pixels: int | None = None, min_pixels: int 
     return PixelLimits(min_pixels=lo * f**2, max_pixels=hi * f**2)
 
 
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """qwen_vl_utils 0.0.14 `smart_resize`, line for line: (height, width) divisible by `factor`, within
+    [min_pixels, max_pixels], aspect ratio kept. A copy because importing qwen_vl_utils imports torch and
+    torchvision, which the review app's venv does not have; tests/test_eval_boxes.py checks it against
+    the original over a grid of sizes and limits."""
+    if max(height, width) / min(height, width) > MAX_RATIO:
+        raise ValueError(f"absolute aspect ratio must be smaller than {MAX_RATIO}, "
+                         f"got {max(height, width) / min(height, width)}")
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
 @lru_cache(maxsize=4096)
 def resized_size(width: int, height: int, factor: int, limits: PixelLimits) -> tuple[int, int]:
-    """(width, height) of the image the model sees, from qwen_vl_utils' own smart_resize."""
-    from qwen_vl_utils import smart_resize
-
+    """(width, height) of the image the model sees (qwen_vl_utils' smart_resize)."""
     h, w = smart_resize(height, width, factor=factor, min_pixels=limits.min_pixels, max_pixels=limits.max_pixels)
     return w, h
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import mimetypes
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,11 +76,13 @@ def to_messages(prompt: str, images: Sequence[str]) -> list[dict[str, Any]]:
     return [{"role": "user", "content": content}]
 
 
-def build_payload(req: ChatRequest, model: str) -> dict[str, Any]:
-    """Greedy decoding; special tokens kept (vLLM's skip_special_tokens=false; swift keeps them anyway)."""
+def build_payload(req: ChatRequest, model: str, sampling: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Greedy decoding unless `sampling` (temperature, top_p, seed) says otherwise; special tokens kept
+    (vLLM's skip_special_tokens=false; swift keeps them anyway)."""
     payload: dict[str, Any] = {
         "model": model, "messages": to_messages(req.prompt, req.images), "max_tokens": req.max_tokens,
         "temperature": 0.0, "skip_special_tokens": False, "spaces_between_special_tokens": False,
+        **(sampling or {}),
     }
     if req.top_logprobs:
         payload.update(logprobs=True, top_logprobs=req.top_logprobs)
@@ -142,19 +144,20 @@ def resolve_model(url: str, api_key: str | None = None, model: str | None = None
 
 
 class ChatClient:
-    """Sends ChatRequests to one model, `concurrency` at a time."""
+    """Sends ChatRequests to one model, `concurrency` at a time (greedy unless `sampling` is given)."""
 
     def __init__(self, url: str, model: str, *, api_key: str | None = None, concurrency: int = 8,
-                 retries: int = 3, backoff: float = 1.0, timeout: float = 600.0) -> None:
+                 retries: int = 3, backoff: float = 1.0, timeout: float = 600.0,
+                 sampling: Mapping[str, Any] | None = None) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.endpoint = f"{api_base(url)}/chat/completions"
-        self.model, self.api_key = model, api_key
+        self.model, self.api_key, self.sampling = model, api_key, dict(sampling or {})
         self.concurrency, self.retries, self.backoff, self.timeout = concurrency, retries, backoff, timeout
 
     async def _send(self, http: httpx.AsyncClient, req: ChatRequest) -> ChatResult:
         try:
-            payload = build_payload(req, self.model)
+            payload = build_payload(req, self.model, self.sampling)
         except (OSError, ValueError) as e:
             return ChatResult(req.key, None, None, f"request not built: {e}", 0)
         error = ""

@@ -8,8 +8,9 @@ request reaches the model:
 - images only as base64 (data: URLs or bare base64): remote URLs are refused (400), local paths
   too unless the launcher allow-listed a folder (the backend then checks it,
   SWIFT_MEDIA_ALLOWED_DIRS);
-- malformed payloads (bad base64, bytes that are not an image, invalid JSON) answered 400 here,
-  so the backend only sees requests it can serve.
+- malformed payloads (bad base64, bytes that are not an image, invalid JSON, JSON nested deeper
+  than MAX_JSON_DEPTH) answered 400 here, so the backend only sees requests it can serve;
+- a bound on `n`, the choices one request may ask for (each costs a full generation).
 Everything else (/v1/models, the completion itself, streaming) is passed through unchanged.
 """
 from __future__ import annotations
@@ -30,6 +31,9 @@ from PIL import Image, UnidentifiedImageError
 
 API_KEY_ENV = "MEDVLM_API_KEY"
 _DATA_URL = re.compile(r"data:([^;,]*)(;base64)?,(.*)", re.DOTALL)
+# An OpenAI chat request is about 6 levels deep (messages -> content -> part -> image_url -> url);
+# tool schemas add a few more. Deeper bodies are rejected before the backend parses them again.
+MAX_JSON_DEPTH = 64
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "host",
                 "authorization"}
 
@@ -103,15 +107,40 @@ def check_image(value: Any, *, max_pixels: int, allow_local: bool) -> None:
         raise Rejected(413, f"image: {width}x{height} = {width * height} pixels, the limit is {max_pixels}")
 
 
-def check_chat_request(raw: bytes, *, max_pixels: int, allow_local: bool) -> None:
+def json_depth(value: Any, stop_after: int = MAX_JSON_DEPTH) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0), level by level: no recursion, and it stops
+    counting past `stop_after`, so a wide or deep body costs one pass over its containers."""
+    depth, level = 0, [value]
+    while depth <= stop_after:
+        containers = [v for v in level if isinstance(v, (dict, list))]
+        if not containers:
+            break
+        depth += 1
+        level = [child for c in containers for child in (c.values() if isinstance(c, dict) else c)]
+    return depth
+
+
+def check_n(body: dict[str, Any], max_n: int) -> None:
+    """`n` choices cost n generations: an integer from 1 to max_n, or absent/null (one)."""
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= max_n):
+        raise Rejected(400, f"field 'n' must be an integer from 1 to {max_n} (this server's bound)")
+
+
+def check_chat_request(raw: bytes, *, max_pixels: int, allow_local: bool, max_n: int = 8) -> None:
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise Rejected(400, "request body is not valid JSON") from None
+    except RecursionError:  # the C decoder recurses once per level: [[[[...]]]] 100,000 deep
+        raise Rejected(400, f"request body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise Rejected(400, f"request body is nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(body, dict):
         raise Rejected(400, "request body must be a JSON object")
     if not isinstance(body.get("messages"), list) or not body["messages"]:
         raise Rejected(400, "field 'messages' is required and must be a non-empty list")
+    check_n(body, max_n)
     for value in image_values(body):
         check_image(value, max_pixels=max_pixels, allow_local=allow_local)
 
@@ -128,7 +157,7 @@ def authorised(request: web.Request, api_key: str | None) -> bool:
 
 
 def make_app(backend: str, *, api_key: str | None, max_request_bytes: int, max_pixels: int,
-             allow_local: bool, timeout_s: float) -> web.Application:
+             allow_local: bool, timeout_s: float, max_n: int = 8) -> web.Application:
     @web.middleware
     async def guard(request: web.Request, handler):
         if request.path != "/health" and not authorised(request, api_key):
@@ -158,7 +187,7 @@ def make_app(backend: str, *, api_key: str | None, max_request_bytes: int, max_p
 
     async def chat(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
-        check_chat_request(raw, max_pixels=max_pixels, allow_local=allow_local)
+        check_chat_request(raw, max_pixels=max_pixels, allow_local=allow_local, max_n=max_n)
         return await forward(request, raw)
 
     async def passthrough(request: web.Request) -> web.StreamResponse:
@@ -188,12 +217,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-request-mb", type=float, default=16)
     parser.add_argument("--max-image-pixels", type=int, default=40_000_000)
     parser.add_argument("--allow-local-images", action="store_true")
+    parser.add_argument("--max-n", type=int, default=8, help="most choices (`n`) one request may ask for")
     parser.add_argument("--timeout", type=float, default=600, help="seconds one request may take")
     args = parser.parse_args(argv)
     Image.MAX_IMAGE_PIXELS = max(args.max_image_pixels, Image.MAX_IMAGE_PIXELS or 0)
     app = make_app(args.backend.rstrip("/"), api_key=os.environ.get(API_KEY_ENV) or None,
                    max_request_bytes=int(args.max_request_mb * 2**20), max_pixels=args.max_image_pixels,
-                   allow_local=args.allow_local_images, timeout_s=args.timeout)
+                   allow_local=args.allow_local_images, timeout_s=args.timeout, max_n=args.max_n)
     web.run_app(app, host=args.host, port=args.port, print=lambda *_: None, access_log=None)
 
 

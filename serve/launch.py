@@ -121,7 +121,7 @@ def backend_command(args: argparse.Namespace, port: int) -> list[str]:
 def gateway_command(args: argparse.Namespace, backend_url: str) -> list[str]:
     cmd = [sys.executable, "-m", "serve.gateway", "--host", args.host, "--port", str(args.port),
            "--backend", backend_url, "--max-request-mb", str(args.max_request_mb),
-           "--max-image-pixels", str(args.max_image_pixels)]
+           "--max-image-pixels", str(args.max_image_pixels), "--max-n", str(args.max_n)]
     return cmd + (["--allow-local-images"] if args.media_dir else [])
 
 
@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--media-dir", help="the one folder local image paths may point into (default: none)")
     run.add_argument("--max-request-mb", type=float, default=16)
     run.add_argument("--max-image-pixels", type=int, default=40_000_000)
+    run.add_argument("--max-n", type=int, default=8, help="most choices (`n`) one request may ask for")
     run.add_argument("--timeout", type=float, default=900, help="seconds to wait for the server")
     for p in (run, sub.add_parser("stop")):
         p.add_argument("--state-dir", type=Path, default=Path("output/serve"))

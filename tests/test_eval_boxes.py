@@ -97,6 +97,25 @@ def test_pixel_limits_follow_swift_and_qwen_vl_utils():
     assert pixel_limits(QWEN25, env={}).max_pixels == 16384 * 784  # qwen_vl_utils 0.0.14 default
 
 
+def test_smart_resize_copy_matches_qwen_vl_utils():
+    """eval.boxes carries a torch-free copy of smart_resize and the token defaults: same answers."""
+    import itertools
+
+    from qwen_vl_utils import smart_resize as original
+    from qwen_vl_utils import vision_process
+
+    from eval.boxes import QWEN_VL_UTILS_DEFAULTS, smart_resize
+
+    assert QWEN_VL_UTILS_DEFAULTS == {k: getattr(vision_process, k) for k in QWEN_VL_UTILS_DEFAULTS}
+    sizes = [1, 7, 27, 28, 29, 100, 223, 336, 398, 416, 432, 512, 1000, 1023, 2048, 4999]
+    limits = [(3136, 50176), (4 * 784, 16384 * 784), (6272, 200_704), (50176, 50176), (4 * 1024, 64 * 1024)]
+    for (h, w), (lo, hi), factor in itertools.product(itertools.product(sizes, sizes), limits, (28, 32)):
+        if max(h, w) / min(h, w) > 200:
+            continue
+        assert smart_resize(h, w, factor, lo, hi) == original(h, w, factor=factor, min_pixels=lo, max_pixels=hi), \
+            (h, w, factor, lo, hi)
+
+
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory) -> list[dict]:
     path = tmp_path_factory.mktemp("img") / "scan.png"

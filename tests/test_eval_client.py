@@ -270,3 +270,12 @@ def test_ask_without_a_box_needs_review(serve, dataset, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["boxes"] == [] and result["verify_probability"] is None
     assert result["status"] == "needs clinician review"
+
+
+def test_sampling_settings_replace_greedy_decoding(serve):
+    server = serve(lambda p: completion("ok"))
+    ChatClient(server.url, "m", sampling={"temperature": 0.8, "top_p": 0.9}).run([ChatRequest("k", "hi")])
+    ChatClient(server.url, "m").run([ChatRequest("k", "hi")])
+    sampled, greedy = server.payloads
+    assert sampled["temperature"] == 0.8 and sampled["top_p"] == 0.9
+    assert greedy["temperature"] == 0.0 and "top_p" not in greedy

@@ -23,7 +23,8 @@ def prerequisites(target: str, *variables: str) -> list[str]:
     ("sft", [".venv/.medvlm-installed", "models/.tiny-stamp", "output/data/train_multitask.jsonl"]),
     ("dpo", [".venv/.medvlm-installed", "models/.tiny-stamp", "output/sft/last-checkpoint",
              "output/data/pairs/train.jsonl", "output/data/pairs/val.jsonl"]),
-    ("test", [".venv/.medvlm-installed", "models/.tiny-stamp", ".venv-serve/.medvlm-installed"]),
+    ("test", [".venv/.medvlm-installed", "models/.tiny-stamp", ".venv-serve/.medvlm-installed",
+              ".venv-review/.medvlm-installed"]),
 ])
 def test_a_first_command_builds_what_it_needs(target, expected):
     assert prerequisites(target, "DEEPSPEED=") == expected

@@ -10,6 +10,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -169,3 +170,56 @@ def test_refuses_non_loopback_host_without_api_key(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
     assert proc.returncode == 2 and "without an API key" in proc.stderr
     assert not (tmp_path / "state").exists()
+
+
+@pytest.fixture()
+def gateway_on_fake_backend():
+    """The real gateway process (`python -m serve.gateway`, MAX_N 2) in front of a fake OpenAI backend."""
+    from tests.fake_openai import FakeServer, completion
+
+    backend = FakeServer(lambda payload: completion("ok"))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "serve.gateway", "--port", str(port), "--backend", backend.url,
+                             "--max-n", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"gateway did not start: {proc.stderr.read().decode()[-2000:]}")
+    yield url, backend
+    proc.terminate()
+    proc.wait(timeout=10)
+    backend.close()
+
+
+def test_deeply_nested_json_gets_400_not_500(gateway_on_fake_backend):
+    url, backend = gateway_on_fake_backend
+    headers = {"Content-Type": "application/json"}
+    deep = b"[" * 100_000 + b"]" * 100_000
+    response = httpx.post(f"{url}/v1/chat/completions", content=deep, headers=headers, timeout=30)
+    assert response.status_code == 400 and "nested deeper" in response.json()["message"]
+    # Shallow enough for json.loads, too deep for any chat request: also 400, and never forwarded.
+    inner = "[" * 70 + "]" * 70
+    body = f'{{"model": "m", "messages": [{{"role": "user", "content": "hi"}}], "x": {inner}}}'.encode()
+    assert httpx.post(f"{url}/v1/chat/completions", content=body, headers=headers, timeout=30).status_code == 400
+    assert backend.payloads == []
+    ok = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(f"{url}/v1/chat/completions", json=ok, timeout=30).status_code == 200  # still serving
+
+
+def test_n_is_bounded_by_max_n(gateway_on_fake_backend):
+    url, backend = gateway_on_fake_backend
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    for n in (3, 0, -1, 2.5, "2", True, 10**9):
+        response = httpx.post(f"{url}/v1/chat/completions", json={**body, "n": n}, timeout=30)
+        assert response.status_code == 400, (n, response.text)
+        assert "from 1 to 2" in response.json()["message"]
+    assert backend.payloads == []
+    for n in (1, 2, None):
+        assert httpx.post(f"{url}/v1/chat/completions", json={**body, "n": n}, timeout=30).status_code == 200
+    assert [p.get("n") for p in backend.payloads] == [1, 2, None]
