@@ -137,8 +137,9 @@ class MedTemplateMixin:
             return super()._data_collator(batch, padding_to=padding_to)
         batch = self.add_negatives([dict(b) for b in batch])
         med = [b.pop("med") for b in batch]
-        res = super()._data_collator(batch, padding_to=padding_to)
+        # Before collating: padding_free (and packing) replace `batch` in place by one packed row.
         label_mask = [torch.tensor(b["labels"]) != IGNORE for b in batch]
+        res = super()._data_collator(batch, padding_to=padding_to)
         res["med_task"] = torch.cat([torch.tensor(m["task"])[k] for m, k in zip(med, label_mask)])
         res["med_weight"] = torch.cat([torch.tensor(m["weight"], dtype=torch.float32)[k] for m, k in zip(med, label_mask)])
         res["med_decision"] = torch.cat([torch.tensor(m["decision"])[k] for m, k in zip(med, label_mask)])

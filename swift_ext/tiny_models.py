@@ -170,11 +170,17 @@ def build_processor(family: Family, tokenizer: Qwen2Tokenizer, spec: dict) -> Pr
                chat_template=tokenizer.chat_template)
 
 
-def random_model(config, seed: int, emittable_ids: list[int]) -> PreTrainedModel:
-    """Random weights from `seed`; zero the output rows of every id outside `emittable_ids`."""
+def random_model(config, seed: int, emittable_ids: list[int], init_dtype: torch.dtype = torch.float32,
+                 device: str = "cpu") -> PreTrainedModel:
+    """Random bf16 weights from `seed`; zero the output rows of every id outside `emittable_ids`.
+
+    The tiny checkpoints draw in float32 (their bytes stay reproducible); real-shape ones
+    (swift_ext.shapes) draw in bfloat16, since a float32 copy of a 2B model would not fit beside it.
+    """
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
-    keep = torch.zeros(config.text_config.vocab_size, dtype=torch.bool)
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(config, dtype=init_dtype)
+    keep = torch.zeros(config.text_config.vocab_size, dtype=torch.bool, device=device)
     keep[emittable_ids] = True
     with torch.no_grad():
         for weight in {id(w): w for w in (model.get_input_embeddings().weight,

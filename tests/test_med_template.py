@@ -147,3 +147,19 @@ def test_negative_ratio(sample_rows, models_dir, monkeypatch):
     share = sum(counts) / (50 * len(encoded))
     assert 0.2 < share < 0.4
     assert all(e["med"]["negative"] is None for e in encoded)
+
+
+@pytest.mark.parametrize("family", list(TINY_FAMILIES))
+def test_padding_free_batch_keeps_the_task_annotations(family, sample_rows, models_dir, monkeypatch):
+    """padding_free packs the batch into one row in place; every per-label annotation must still
+    follow its sample's labels, in the same order as the padded batch."""
+    template = make_template(family, models_dir, monkeypatch, 0.0)
+    encoded = [template.encode(r, return_length=True) for r in sample_rows]  # as swift's dataset map does
+    padded = template.data_collator([dict(e) for e in encoded])
+    template.padding_free = True
+    packed = template.data_collator([dict(e) for e in encoded])
+    assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
+    assert torch.equal(packed["labels"][packed["labels"] != IGNORE], padded["labels"][padded["labels"] != IGNORE])
+    for key in ("med_task", "med_weight", "med_decision", "med_sample"):
+        assert torch.equal(packed[key], padded[key]), key
+    assert packed["med_sample"].unique().tolist() == list(range(len(sample_rows)))
