@@ -12,6 +12,7 @@ import torch
 from data_prep.captions import parse_caption
 from data_prep.tasks import multitask_row, task_rows
 from swift_ext.families import FAMILIES, TINY_FAMILIES
+from swift_ext.templates import KEEP_KEY
 from tests.conftest import ROOT, SAMPLE
 
 IGNORE = -100
@@ -132,9 +133,11 @@ def test_negatives_never_leak(family, sample_rows, models_dir, monkeypatch):
     batch = template.data_collator(encoded)
     assert set(batch["med_task"].tolist()) == {2}
     assert (batch["med_decision"] >= 0).sum() == len(encoded) and batch["med_decision"].max() == 0
-    # Every label token knows its sample, in row-major order: the loss's per-sample means need it.
-    label_rows = (batch["labels"] != IGNORE).nonzero()[:, 0]
-    assert torch.equal(batch["med_sample"], label_rows)
+    # Every label token knows its sample, in row-major order: the loss's per-sample means need it. The
+    # labels reach the loss packed into one row (swift_ext.logit_positions); KEEP_KEY holds their rows.
+    label_rows = batch[KEEP_KEY][0]
+    assert torch.equal(batch["med_sample"], label_rows) and label_rows.tolist() == sorted(label_rows.tolist())
+    assert batch["labels"].shape == (1, len(label_rows) + 1)
     assert "finding" not in batch and "tasks" not in batch  # row columns never reach the model
 
 
