@@ -6,8 +6,10 @@
 2. swift: swift's own `use_logits_to_keep` (a suffix from the batch's earliest answer; ours off);
 3. medvlm: the supervised (row, position) pairs alone (swift_ext.logit_positions, the default).
 Each recipe in turn (multi-task tiny-cpu.yaml and plain SFT plain-tiny-cpu.yaml) on the bundled sample.
-s/step is the mean over the steps after the first 5 (warm-up excluded), from swift's own
-logging.jsonl; peak RSS is the training process tree's, polled every 0.2 s.
+s/step is the time from step WARMUP to the last step over those steps, from swift's logging.jsonl
+(elapsed_time has whole seconds, so the figure is +- 1 s over the steps; the first steps also load
+and encode the first batches, about a minute on this machine); peak RSS is the training process
+tree's, polled every 0.2 s.
 It also counts, on the sample's training batches, how many positions each way computes, and from
 that the logit memory one batch would need at the Qwen2-VL-2B GPU recipe's settings (computed, not
 measured: no GPU here).
@@ -36,6 +38,7 @@ MODES = {  # name -> (swift's use_logits_to_keep, MEDVLM_SUPERVISED_LOGITS)
 RECIPES = {"multitask": "recipes/sft/tiny-cpu.yaml", "plain": "recipes/sft/plain-tiny-cpu.yaml"}
 GPU_RECIPE = ROOT / "recipes/sft/qwen2-vl-2b.yaml"
 VOCAB = 151936
+WARMUP = 10  # steps left out of s/step
 
 
 def run_sft(recipe: str, mode: str, steps: int, data: Path, out: Path) -> dict:
@@ -57,14 +60,16 @@ def run_sft(recipe: str, mode: str, steps: int, data: Path, out: Path) -> dict:
         time.sleep(0.2)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode})")
-    times = [json.loads(line) for line in (out / "logging.jsonl").read_text().splitlines()]
-    elapsed = [_seconds(t["elapsed_time"]) for t in times if "loss" in t and "elapsed_time" in t]
-    per_step = (elapsed[-1] - elapsed[4]) / (len(elapsed) - 5)
-    return {"s_per_step": round(per_step, 3), "peak_rss_gib": round(peak / 2**30, 2)}
+    rows = [json.loads(line) for line in (out / "logging.jsonl").read_text().splitlines()]
+    elapsed = [_seconds(r["elapsed_time"]) for r in rows if "loss" in r and "elapsed_time" in r]
+    runtime = next(float(r["train_runtime"]) for r in rows if "train_runtime" in r)
+    return {"s_per_step": round((elapsed[-1] - elapsed[WARMUP - 1]) / (steps - WARMUP), 3),
+            "resolution_s_per_step": round(1 / (steps - WARMUP), 3),
+            "train_runtime_s": runtime, "peak_rss_gib": round(peak / 2**30, 2)}
 
 
 def _seconds(text: str) -> float:
-    """swift's elapsed_time ('1m 5s', '58s', '1h 2m 3s') in seconds."""
+    """swift's elapsed_time ('1m 5s', '58s', '1h 2m 3s'), whole seconds."""
     units = {"h": 3600, "m": 60, "s": 1}
     return float(sum(int(part[:-1]) * units[part[-1]] for part in text.split()))
 
@@ -112,7 +117,7 @@ def gpu_logit_memory(counts: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--steps", type=int, default=60)
     p.add_argument("--data", type=Path, default=ROOT / "output/data")
     p.add_argument("--work", type=Path, default=Path("/tmp/medvlm-logits-bench"))
     p.add_argument("--out", type=Path, default=ROOT / "bench/results")

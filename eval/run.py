@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.boxes import PixelLimits, pixel_limits
+from eval.cli import run_main
 from eval.client import DEFAULT_URL, ChatClient, ChatRequest, ChatResult, EndpointError, api_base, resolve_model
 from eval.metrics import java_available
 from eval.report import LABELS, fmt, markdown_table, write_outputs
@@ -157,16 +158,7 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (DataError, EndpointError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_main(run, build_parser().parse_args(argv), (DataError, EndpointError, FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from eval.bench import loaders, report
 from eval.bench.loaders import BenchItem
 from eval.bench.published import BENCHMARKS
 from eval.bench.scoring import OPEN_METRICS, score
+from eval.cli import run_main
 from eval.client import DEFAULT_URL, ChatClient, ChatRequest, ChatResult, EndpointError, api_base, resolve_model
 from eval.samples import DataError
 from serve.gateway import API_KEY_ENV
@@ -114,16 +115,8 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (DataError, EndpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted; nothing was written", file=sys.stderr)
-        return 130
-    return 0
+    return run_main(run, build_parser().parse_args(argv), (DataError, EndpointError),
+                    interrupted="interrupted; nothing was written")
 
 
 if __name__ == "__main__":
