@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -44,6 +45,7 @@ WARMUP = 10  # steps left out of s/step
 def run_sft(recipe: str, mode: str, steps: int, data: Path, out: Path) -> dict:
     """One `make sft` run; returns mean s/step after warm-up and the process tree's peak RSS."""
     use_keep, ours = MODES[mode]
+    shutil.rmtree(out, ignore_errors=True)  # swift appends to an existing logging.jsonl
     args = (f"--max_steps {steps} --logging_steps 1 --save_steps {steps + 1} --use_logits_to_keep {use_keep} "
             f"--save_strategy no")
     env = {**os.environ, "MEDVLM_SUPERVISED_LOGITS": ours, "PYTHONUNBUFFERED": "1"}
