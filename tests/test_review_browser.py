@@ -391,6 +391,27 @@ def test_read_correct_compare_in_a_browser(tmp_path, data, start_app, browser):
     print(f"browser test (fake endpoint): {time.monotonic() - started:.0f} s")
 
 
+def test_paths_sent_to_the_api_are_never_opened(tmp_path, start_app):
+    """A client that skips the page and sends a server-side path (as an upload or as a split pick) gets
+    nothing read: the file is a valid PNG, so had it been opened it would be stored under REVIEW_DIR."""
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(secret)
+    review_dir = tmp_path / "review"
+    server = FakeServer(fake_model(), model_id="medvlm")
+    try:
+        url = start_app("--url", server.url, "--review-dir", str(review_dir))
+        for api, value in (("on_upload", {"path": str(secret), "meta": {"_type": "gradio.FileData"}}),
+                           ("on_pick", str(secret))):
+            event = httpx.post(f"{url}/gradio_api/call/{api}", json={"data": [value]}, timeout=60)
+            assert event.status_code == 200, event.text
+            stream = httpx.get(f"{url}/gradio_api/call/{api}/{event.json()['event_id']}", timeout=120).text
+            assert "32x32 px" not in stream, stream
+            assert "event: error" in stream or "Refused" in stream or "Unknown image id" in stream, stream
+    finally:
+        server.close()
+    assert not (review_dir / "images").exists()
+
+
 # --- 2. the tiny served model, then make dpo on the pairs -------------------------------------------------
 
 @pytest.fixture(scope="module")
