@@ -49,14 +49,16 @@ def locate_text(box: tuple[int, ...]) -> str:
             f"<|box_start|>({box[0]},{box[1]}),({box[2]},{box[3]})<|box_end|>")
 
 
-def fake_model() -> Callable[[dict], tuple[int, dict]]:
-    """Greedy requests get answer 0; sampled ones alternate 0, 1 per question (two distinct candidates)."""
+def fake_model(always: int | None = None) -> Callable[[dict], tuple[int, dict]]:
+    """Greedy requests get answer 0; sampled ones alternate 0, 1 per question (two distinct candidates).
+    `always`: every request gets that answer (another model)."""
     counts: dict[str, int] = {}
 
     def responder(payload: dict) -> tuple[int, dict]:
         text = payload["messages"][0]["content"][-1]["text"]
         kind = "verify" if "yes or no" in text else "locate" if "region of interest in this" in text else "report"
         n = counts.get(kind, 0) if payload.get("temperature", 0) > 0 else 0
+        n = n if always is None else always
         counts[kind] = counts.get(kind, 0) + (payload.get("temperature", 0) > 0)
         if kind == "verify":
             return completion("yes", [("yes", -0.22), ("no", -1.6)])
@@ -184,9 +186,12 @@ class Browser:
         if self.driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} input[type=radio]"):
             self.driver.find_element(By.XPATH, f"//*[@id='{elem_id}']//label[contains(., '{label}')]").click()
             return
+        if self.css(f"#{elem_id} input").get_attribute("value") == label:
+            return
         self.css(f"#{elem_id} input").click()
         option = self.wait(lambda: [o for o in self.driver.find_elements(By.XPATH, "//ul//li")
-                                    if o.text.strip() == label and o.is_displayed()], 20, f"option {label!r}")
+                                    if o.text.strip().lstrip("✓ ") == label and o.is_displayed()], 20,
+                           f"option {label!r}")
         option[0].click()  # type: ignore[index]
         self.wait(lambda: self.css(f"#{elem_id} input").get_attribute("value") == label, 20, f"{label!r} chosen")
         self.wait(lambda: not [o for o in self.driver.find_elements(By.XPATH, "//ul//li") if o.is_displayed()],
@@ -259,13 +264,15 @@ def test_read_correct_compare_in_a_browser(tmp_path, data, start_app, browser):
 
     started = time.monotonic()
     server = FakeServer(fake_model(), model_id="medvlm", delay=0.5)  # slow enough to see the progress
+    # A second endpoint (say the DPO model) that always gives the other answer.
+    server_b = FakeServer(fake_model(always=1), model_id="medvlm-dpo")
     review_dir = tmp_path / "review"
     try:
-        url = start_app("--url", server.url, "--review-dir", str(review_dir), "--users", str(users_file(tmp_path)),
-                        "--data", str(data), env={"MEDVLM_API_KEY": API_KEY})
+        url = start_app("--url", server.url, "--url-b", server_b.url, "--review-dir", str(review_dir),
+                        "--users", str(users_file(tmp_path)), "--data", str(data), env={"MEDVLM_API_KEY": API_KEY})
         b = browser
         b.login(url, "dr_a", PASSWORD)
-        b.wait_text("#endpoints", "serving medvlm", 30)
+        b.wait_text("#endpoints", "serving medvlm-dpo", 30)
         assert "Signed in as dr_a" in b.text("#endpoints")
 
         # Read: a CT, then the model's answer with its box drawn in red.
@@ -317,6 +324,7 @@ def test_read_correct_compare_in_a_browser(tmp_path, data, start_app, browser):
 
         # Compare: two sampled answers (orange / blue), pick A with an error category.
         b.tab("Compare")
+        b.choose("compare-mode", "Two samples from A")
         b.css("#compare-ask").click()
         b.wait_text("#compare-note", "Candidates: new answers")
         assert b.css("#report-a textarea").get_attribute("value") == REPORTS[0]
@@ -328,6 +336,17 @@ def test_read_correct_compare_in_a_browser(tmp_path, data, start_app, browser):
         b.wait_text("#compare-status", "Saved pair: A by dr_a")
         b.css("#compare-ask").click()  # a second look gets the same two answers (agreement needs them)
         b.wait_text("#compare-note", "the same two answers other reviewers saw")
+
+        # Compare two endpoints, greedy: A (medvlm) against B (medvlm-dpo); pick B.
+        b.choose("compare-mode", "A vs B")
+        b.type_into("#temperature input[type=number]", "0\n")
+        b.css("#compare-ask").click()
+        b.wait_text("#compare-note", "Candidates: new answers")
+        assert "medvlm-dpo" in b.text("#gate-b") and b.css("#report-b textarea").get_attribute("value") == REPORTS[1]
+        b.choose("verdict", "B is better")
+        b.choose("compare-category", "laterality")
+        b.css("#save-compare").click()
+        b.wait_text("#compare-status", "Saved pair: B by dr_a")
 
         # A DICOM is shown in its own window; a non-image gets a clear message.
         b.tab("Read")
@@ -344,15 +363,19 @@ def test_read_correct_compare_in_a_browser(tmp_path, data, start_app, browser):
         config = b.driver.execute_script("return JSON.stringify(window.gradio_config || {})")
     finally:
         server.close()
+        server_b.close()
     assert API_KEY not in page and API_KEY not in config  # sent to the endpoint, never to the page
     assert all(h.get("Authorization") == f"Bearer {API_KEY}" for _, _, h, _ in server.requests)
     temperatures = [p["temperature"] for p in server.payloads]
-    assert temperatures == [0.0] * 3 + [0.8] * 6
+    assert temperatures == [0.0] * 3 + [0.8] * 6 + [0.0] * 3
+    assert [p["temperature"] for p in server_b.payloads] == [0.0] * 3
 
     rows = [json.loads(line) for line in (review_dir / "pairs.jsonl").read_text().splitlines()]
-    assert [(r["kind"], r["decision"], r["reviewer"]) for r in rows] == [("correction", "corrected", "dr_a"),
-                                                                          ("comparison", "A", "dr_a")]
-    correction, comparison = rows
+    assert [(r["kind"], r["decision"], r["reviewer"]) for r in rows] == [
+        ("correction", "corrected", "dr_a"), ("comparison", "A", "dr_a"), ("comparison", "B", "dr_a")]
+    correction, comparison, endpoints = rows
+    assert (endpoints["model"], endpoints["model_b"]) == ("medvlm", "medvlm-dpo")
+    assert endpoints["messages"][1]["content"] == REPORTS[1] and endpoints["rejected_messages"][1]["content"] == REPORTS[0]
     drawn = [int(v) for v in drawn_box.split(", ")]
     assert correction["objects"]["bbox"] == [[120, 100, 200, 180], drawn]
     assert correction["rejected_objects"]["bbox"] == [model_box]
@@ -366,6 +389,27 @@ def test_read_correct_compare_in_a_browser(tmp_path, data, start_app, browser):
     assert stored.read_bytes() == image.read_bytes() and stored.is_relative_to(review_dir.resolve() / "images")
     assert correction["image_sha256"] == stored.stem
     print(f"browser test (fake endpoint): {time.monotonic() - started:.0f} s")
+
+
+def test_paths_sent_to_the_api_are_never_opened(tmp_path, start_app):
+    """A client that skips the page and sends a server-side path (as an upload or as a split pick) gets
+    nothing read: the file is a valid PNG, so had it been opened it would be stored under REVIEW_DIR."""
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(secret)
+    review_dir = tmp_path / "review"
+    server = FakeServer(fake_model(), model_id="medvlm")
+    try:
+        url = start_app("--url", server.url, "--review-dir", str(review_dir))
+        for api, value in (("on_upload", {"path": str(secret), "meta": {"_type": "gradio.FileData"}}),
+                           ("on_pick", str(secret))):
+            event = httpx.post(f"{url}/gradio_api/call/{api}", json={"data": [value]}, timeout=60)
+            assert event.status_code == 200, event.text
+            stream = httpx.get(f"{url}/gradio_api/call/{api}/{event.json()['event_id']}", timeout=120).text
+            assert "32x32 px" not in stream, stream
+            assert "event: error" in stream or "Refused" in stream or "Unknown image id" in stream, stream
+    finally:
+        server.close()
+    assert not (review_dir / "images").exists()
 
 
 # --- 2. the tiny served model, then make dpo on the pairs -------------------------------------------------
