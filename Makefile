@@ -15,6 +15,10 @@ PYTEST_ARGS ?=
 MODEL       ?= $(MODELS)/tiny-$(subst _,-,$(FAMILY))
 DATA_SOURCE ?= $(SAMPLE)
 DATA        ?= output/data
+# Explicit group keys for the split (convert --groups/--group-field). The sample's copies of one base
+# image are too different for the perceptual hash to link, so its manifest says which image each row is.
+DATA_GROUPS ?= $(if $(filter $(SAMPLE),$(DATA_SOURCE)),$(dir $(SAMPLE))manifest.jsonl)
+DATA_GROUP_FIELD ?= $(if $(filter $(SAMPLE),$(DATA_SOURCE)),source)
 WORKERS     ?= 2
 RECIPE      ?= recipes/sft/tiny-cpu.yaml
 OUTPUT      ?= output/sft
@@ -130,8 +134,9 @@ sample-data: $(VENV_STAMP) ## regenerate the bundled MedTrinity-shaped sample fr
 	$(PY) -m pip install --quiet -r requirements/sample.txt
 	$(PY) -m data_prep.sample --out $(dir $(SAMPLE))
 
-data: $(VENV_STAMP) ## MedTrinity -> ms-swift JSONL under DATA= (DATA_SOURCE= parquet/folder/HF name; default: the sample)
-	$(PY) -m data_prep convert --source $(DATA_SOURCE) --out $(DATA) --workers $(WORKERS)
+data: $(VENV_STAMP) ## MedTrinity -> ms-swift JSONL under DATA= (DATA_SOURCE= parquet/folder/HF name; default: the sample; DATA_GROUPS=)
+	$(PY) -m data_prep convert --source $(DATA_SOURCE) --out $(DATA) --workers $(WORKERS) \
+	  $(if $(DATA_GROUPS),--groups $(DATA_GROUPS)) $(if $(DATA_GROUP_FIELD),--group-field $(DATA_GROUP_FIELD))
 
 $(DATA)/train_multitask.jsonl:
 	$(MAKE) data

@@ -127,10 +127,9 @@ def drop_committed_images(out: Path, seen: set[str]) -> None:
     for d in sorted(shards.iterdir()):
         if d.name.isdigit() and d.name not in seen and d.is_dir():
             seen.add(d.name)
-            for split in ("train", "val", "test"):
-                for line in (d / f"{split}.jsonl").read_text().splitlines():
-                    for image in json.loads(line)["images"]:
-                        os.truncate(image, 0)
+            for line in (d / "rows.jsonl").read_text().splitlines():  # task rows; splits come at assembly
+                for image in json.loads(line)["images"]:
+                    os.truncate(image, 0)
 
 
 def run_convert(source: Path, out: Path, workers: int, extra: list[str], keep_images: bool) -> dict:

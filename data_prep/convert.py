@@ -5,6 +5,8 @@ chunks by input position; worker processes turn each chunk into a committed shar
 (process.run_chunk). At most a few chunks are in flight, so memory stays flat on 25M rows.
 Chunks already committed by an earlier (killed) run are skipped, and the final files are
 assembled from the shards in order, so a re-run resumes without duplicating or losing rows.
+Assembly is also where splits are decided, by group (data_prep.assemble): split settings do not
+change the shards, so a re-run with other ones only re-assembles.
 """
 from __future__ import annotations
 
@@ -25,18 +27,21 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_prep import process
+from data_prep.assemble import SplitOptions, check_group_file, write_finals
+from data_prep.groups import DEFAULT_DISTANCE, GROUP_FIELDS, HASH_BITS
 from data_prep.ids import SeenIds
 from data_prep.images import DEFAULT_MAX_PIXELS
 from data_prep.report import write_report
 from data_prep.shards import RunMismatch, ShardStore, clear_output
 from data_prep.sources import Record, Source, SourceError, open_source
-from data_prep.splits import SPLITS, check_ratios
+from data_prep.splits import SPLIT_BY, SPLITS, check_ratios
 from data_prep.stats import Stats
 
 # Per-task rows (one row per task) and multi-turn rows (one conversation per image) per split.
 FINAL_FILES = (*(f"{s}.jsonl" for s in SPLITS), *(f"{s}_multitask.jsonl" for s in SPLITS), "rois.jsonl")
 REPORT_FILES = ("report.json", "report.md", "contact_sheet.png")
 DEFAULT_SHARD_SIZE = 1000
+SHARD_LAYOUT = 2  # 2: rows stored without a split, plus members.jsonl (splits decided at assembly)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes (default: CPU count; 0 = in this process)")
     p.add_argument("--val-ratio", type=float, default=0.05)
     p.add_argument("--test-ratio", type=float, default=0.05)
+    p.add_argument("--split-by", choices=SPLIT_BY, default="group",
+                   help="group (default): images sharing a group key (a patient/study/source-image id column: "
+                        f"{', '.join(GROUP_FIELDS)}) or near-duplicate images (perceptual hash) land in one "
+                        "split; id: each image by a hash of its id alone")
+    p.add_argument("--groups", type=Path, default=None, metavar="FILE",
+                   help="JSONL or CSV of explicit group keys by image: an 'id' (or 'file_name') field and the "
+                        "key field; wins over the source's own key and over the perceptual hash")
+    p.add_argument("--group-field", default=None, metavar="NAME",
+                   help=f"the key field of --groups (default: the first of {', '.join(GROUP_FIELDS)})")
+    p.add_argument("--group-distance", type=int, default=DEFAULT_DISTANCE,
+                   help=f"images whose {HASH_BITS}-bit perceptual hashes differ in at most this many bits are "
+                        f"near-duplicates (default {DEFAULT_DISTANCE}; lower it if report.md shows a group "
+                        "of unrelated images)")
     boxes = p.add_mutually_exclusive_group()
     boxes.add_argument("--inpaint-boxes", dest="inpaint", action="store_true", default=True,
                        help="paint the drawn ROI strokes out of the training images (default)")
@@ -100,15 +118,34 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("--limit must be >= 0")
     if args.workers < 0:
         raise ValueError("--workers must be >= 0")
+    if not 0 <= args.group_distance <= HASH_BITS // 4:
+        raise ValueError(f"--group-distance must be in 0..{HASH_BITS // 4}")
+    if args.group_field and not args.groups:
+        raise ValueError("--group-field needs --groups")
+    if args.groups:
+        check_group_file(args.groups.expanduser(), args.group_field)
 
 
 def _fingerprint(args: argparse.Namespace) -> dict:
-    """Everything that changes the output; a resumed run must match it."""
+    """Everything that changes the shards; a resumed run must match it (split settings do not)."""
     src = Path(args.source).expanduser()
     return {"source": str(src.resolve()) if src.exists() else args.source, "config": args.config,
-            "limit": args.limit, "shard_size": args.shard_size, "val_ratio": args.val_ratio,
-            "test_ratio": args.test_ratio, "inpaint": args.inpaint, "max_pixels": args.max_pixels,
-            "extract_with": args.extract_with, "extract_model": args.extract_model}
+            "limit": args.limit, "shard_size": args.shard_size, "inpaint": args.inpaint,
+            "max_pixels": args.max_pixels, "extract_with": args.extract_with,
+            "extract_model": args.extract_model, "layout": SHARD_LAYOUT}
+
+
+def _split_options(args: argparse.Namespace) -> SplitOptions:
+    return SplitOptions(by=args.split_by, val_ratio=args.val_ratio, test_ratio=args.test_ratio,
+                        distance=args.group_distance,
+                        groups_file=args.groups.expanduser().resolve() if args.groups else None,
+                        group_field=args.group_field)
+
+
+def _split_settings(opts: SplitOptions) -> dict:
+    return {"split_by": opts.by, "val_ratio": opts.val_ratio, "test_ratio": opts.test_ratio,
+            "group_distance": opts.distance, "groups": str(opts.groups_file) if opts.groups_file else None,
+            "group_field": opts.group_field}
 
 
 def chunked(records: Iterable[Record], size: int, limit: int | None) -> Iterator[list[Record]]:
@@ -141,8 +178,8 @@ def run(args: argparse.Namespace) -> int:
     store.pin_settings(_fingerprint(args))
     store.clean_partial()
     settings = process.Settings(
-        out=out, inpaint=args.inpaint, val_ratio=args.val_ratio, test_ratio=args.test_ratio,
-        max_pixels=args.max_pixels, extract_with=args.extract_with, extract_model=args.extract_model,
+        out=out, inpaint=args.inpaint, max_pixels=args.max_pixels, extract_with=args.extract_with,
+        extract_model=args.extract_model,
         extract_api_key=os.environ.get("LLM_API_KEY") or os.environ.get("OPENAI_API_KEY"))
     print(f"source: {source.describe()}", file=sys.stderr)
 
@@ -158,18 +195,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: chunks {missing[:5]}{'...' if len(missing) > 5 else ''} were processed but not "
               "committed; re-run the same command to resume", file=sys.stderr)
         return 1
-    store.assemble(out, n_chunks, FINAL_FILES)
-    meta = {"source": source.describe(), "settings": _fingerprint(args), "output": str(out),
+    split_opts = _split_options(args)
+    splits = write_finals(out, store, n_chunks, split_opts)
+    meta = {"source": source.describe(), "settings": {**_fingerprint(args), **_split_settings(split_opts)},
+            "output": str(out), "splits": splits,
             "throughput": {"images_per_s": round(progress.processed / elapsed, 1) if elapsed else 0.0,
                            "elapsed_s": round(elapsed, 1), "workers": args.workers,
                            "processed_this_run": progress.processed, "resumed_chunks": progress.resumed}}
     rep = write_report(out, progress.stats, meta)
     t = rep["totals"]
     print(f"done: {t['input_rows']} input rows -> {t['images']} images, {t['rows']} rows "
-          f"({', '.join(f'{k} {v}' for k, v in rep['splits']['rows'].items())}); skipped {t['skipped']} "
+          f"({', '.join(f'{k} {v}' for k, v in rep['splits']['rows'].items())}; {_groups_line(splits)}); "
+          f"skipped {t['skipped']} "
           f"{rep['skipped'] or ''}; {meta['throughput']['images_per_s']} images/s. Report: {out / 'report.md'}",
           file=sys.stderr)
     return 0
+
+
+def _groups_line(splits: dict) -> str:
+    g = splits.get("groups") or {}
+    if not g:
+        return "no images"
+    if g["split_by"] == "id":
+        return "split by id"
+    return f"{g['groups']} groups, largest {g['largest']['images']} images"
 
 
 class Progress:

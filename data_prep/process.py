@@ -2,6 +2,9 @@
 
 Runs in worker processes. Every record is handled inside its own try block, so a bad image or
 an unexpected bug costs that record (counted under its reason), never the chunk or the run.
+Splits are not decided here: a group of near-duplicates can span chunks, so each kept image
+leaves its perceptual hash and explicit group key in the shard's members file, and convert
+splits when it assembles the final files (data_prep.assemble).
 """
 from __future__ import annotations
 
@@ -19,13 +22,14 @@ from pathlib import Path
 import cv2
 
 from data_prep import images, report
+from data_prep.assemble import MEMBERS_FILE, MULTITASK_FILE, ROWS_FILE, member_line
 from data_prep.captions import CaptionFields, parse_caption
+from data_prep.groups import image_hash
 from data_prep.ids import fanout, file_stem, unit
 from data_prep.inpaint import remove_strokes
 from data_prep.roi import detect_boxes
 from data_prep.shards import ShardStore
 from data_prep.sources import Record
-from data_prep.splits import SPLITS, split_of
 from data_prep.stats import SAMPLE_SIZE, Stats, Tile
 from data_prep.tasks import multitask_row, task_rows
 
@@ -40,8 +44,6 @@ class Settings:
     """What every worker needs to know; identical for all chunks of a run."""
     out: Path
     inpaint: bool = True
-    val_ratio: float = 0.05
-    test_ratio: float = 0.05
     max_pixels: int = images.DEFAULT_MAX_PIXELS
     extract_with: str | None = None
     extract_model: str | None = None
@@ -59,12 +61,14 @@ class ChunkTask:
 
 @dataclass
 class Outcome:
-    """What one record produced."""
+    """What one record produced; `phash` (perceptual hash) and `key` (explicit group key) decide
+    its group when the final files are assembled."""
     id: str
     roi: dict
     skipped: str | None = None
     rows: list[dict] = field(default_factory=list)
-    split: str | None = None
+    phash: int | None = None
+    key: str | None = None
     source: str = "unknown"
     modality: str = "unknown"
     filled: dict[str, bool] = field(default_factory=dict)
@@ -159,8 +163,9 @@ def build_chunk(task: ChunkTask, settings: Settings, extract: Extractor = parse_
     """Process a chunk's records: (its stats, the shard's files)."""
     stats = Stats(settings.sample_size)
     llm_before = extractor_counts(extract)
-    by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
-    multitask: dict[str, list[str]] = {s: [] for s in SPLITS}
+    rows: list[str] = []
+    multitask: list[str] = []
+    members: list[str] = []
     rois: list[str] = []
     for rec in task.records:
         try:
@@ -171,14 +176,14 @@ def build_chunk(task: ChunkTask, settings: Settings, extract: Extractor = parse_
         tally(stats, o)
         if o.skipped != "duplicate_id":  # keep rois.jsonl one line per id: consumers key it by id
             rois.append(_dumps(o.roi))
-        if o.split:
-            by_split[o.split] += [_dumps(r) for r in o.rows]
-            multitask[o.split].append(_dumps(multitask_row(o.rows)))
+        if o.rows and not o.skipped:
+            rows += [_dumps(r) for r in o.rows]
+            multitask.append(_dumps(multitask_row(o.rows)))
+            members.append(member_line(o.id, len(o.rows), o.phash, o.key))
     for k, v in (extractor_counts(extract) - llm_before).items():
         stats.count("llm_extract", k, v)
-    files = {f"{s}.jsonl": "".join(lines).encode() for s, lines in by_split.items()}
-    files.update({f"{s}_multitask.jsonl": "".join(lines).encode() for s, lines in multitask.items()})
-    files["rois.jsonl"] = "".join(rois).encode()
+    files = {ROWS_FILE: "".join(rows).encode(), MULTITASK_FILE: "".join(multitask).encode(),
+             MEMBERS_FILE: "".join(members).encode(), "rois.jsonl": "".join(rois).encode()}
     summary = stats.to_json()
     files["stats.json"] = json.dumps(summary).encode()
     return summary, files
@@ -239,6 +244,7 @@ def process_record(rec: Record, settings: Settings, extract: Extractor = parse_c
         return _skip(rec, "empty_caption", (w, h), boxes, flags)
     fields = _fields(rec.caption, extract, flags)
 
+    phash = image_hash(dec.rgb)  # before inpainting, which works on dec.rgb in place
     priority = unit(rec.id, b"sample")
     shown, train_img, changes = dec.rgb, dec.rgb, [dec.change] if dec.change else []
     if boxes and settings.inpaint:
@@ -263,15 +269,12 @@ def process_record(rec: Record, settings: Settings, extract: Extractor = parse_c
     # No temp file + rename: only a committed chunk references the image, and a resumed run redoes
     # (rewrites) every chunk that did not commit.
     image_path.write_bytes(payload)
-    split = split_of(rec.id, settings.val_ratio, settings.test_ratio)
-    for r in rows:
-        r["split"] = split
     modality = fields.modality or "unknown"
     tile = None
     if priority < tile_below:
         jpeg = report.render_tile(shown, boxes, train_img if train_img is not shown else None)
         tile = Tile(rec.id, priority, modality, base64.b64encode(jpeg).decode())
-    return Outcome(rec.id, _roi_line(rec.id, (w, h), boxes, flags), rows=rows, split=split,
+    return Outcome(rec.id, _roi_line(rec.id, (w, h), boxes, flags), rows=rows, phash=phash, key=rec.group,
                    source=rec.source or "unknown", modality=modality, filled=fields.filled(),
                    written="+".join(changes) or "original", flags=flags, tile=tile)
 
@@ -301,8 +304,6 @@ def tally(stats: Stats, o: Outcome) -> None:
     stats.count("modality", o.modality)
     stats.count("source", o.source)
     stats.count("boxes_per_image", str(n) if n < MAX_BOX_BINS else f"{MAX_BOX_BINS}+")
-    stats.count("split_images", o.split or "none")
-    stats.count("split_rows", o.split or "none", len(o.rows))
     for r in o.rows:
         stats.count("task_rows", str(r.get("task", "unknown")))
     for k, v in o.filled.items():

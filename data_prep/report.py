@@ -84,7 +84,7 @@ def summary(stats: Stats, meta: dict[str, Any]) -> dict[str, Any]:
         **meta,
         "totals": {"input_rows": stats.get("totals", "inputs"), "images": stats.get("totals", "images"),
                    "rows": stats.get("totals", "rows"), "skipped": sum(g["skipped"].values())},
-        "splits": {"images": dict(g["split_images"]), "rows": dict(g["split_rows"])},
+        "splits": meta.get("splits") or {"images": {}, "rows": {}, "groups": {}},
         "task_rows": dict(g["task_rows"]),
         "by_modality": dict(g["modality"].most_common()),
         "by_source": dict(g["source"].most_common()),
@@ -110,6 +110,38 @@ def _table(title: str, counts: dict[str, Any], total: int | None = None, head: s
     return "\n".join(lines) + "\n"
 
 
+def groups_section(g: dict[str, Any], images: int) -> str:
+    """How the split was made: group count, largest group and how groups were formed."""
+    if not g:
+        return "## Groups\n\n(no images)\n"
+    if g["split_by"] == "id":
+        return "## Groups\n\nSplit by id (`--split-by id`): every image is its own group.\n"
+    big = g["largest"]
+    formed = []
+    if g["keyed_groups"]:
+        from_file = f"; {g['images_keyed_from_file']} keyed by --groups" if g["images_keyed_from_file"] else ""
+        formed.append(f"{g['keyed_groups']} by an explicit key ({g['images_keyed']} images{from_file})")
+    if g["hash_groups"]:
+        formed.append(f"{g['hash_groups']} of near-duplicate images (perceptual hashes within {g['distance']} of "
+                      "64 bits, linked transitively)")
+    if g["single_images"]:
+        flat = f", {g['images_without_hash']} of them flat (no hash)" if g["images_without_hash"] else ""
+        formed.append(f"{g['single_images']} single images{flat}")
+    lines = [
+        "## Groups", "",
+        f"Split by group: {g['groups']} groups: {'; '.join(formed)}.  ",
+        f"Largest group: {big['images']} images ({big['rows']} rows, in {big['split']}), e.g. `{big['example_id']}`.  ",
+        "Groups per split: " + ", ".join(f"{s} {n}" for s, n in g["groups_per_split"].items()) + ".",
+    ]
+    if g["filled_empty_splits"]:
+        lines.append(f"Moved one group from train into each split that would have been empty: "
+                     f"{', '.join(g['filled_empty_splits'])}.")
+    if not big.get("keyed") and big["images"] >= 20 and big["images"] > 0.01 * images:
+        lines.append(f"**Check the largest group**: {100 * big['images'] / images:.1f}% of all images are linked as "
+                     "near-duplicates. If they are not copies of one image, lower --group-distance.")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(rep: dict[str, Any], sheet: str | None) -> str:
     t, tp = rep["totals"], rep.get("throughput", {})
     images = t["images"]
@@ -123,6 +155,7 @@ def markdown(rep: dict[str, Any], sheet: str | None) -> str:
         f"{tp.get('resumed_chunks', 0)} chunk(s) already done before it.", "",
         _table("Splits (images)", rep["splits"]["images"], images),
         _table("Splits (rows)", rep["splits"]["rows"], t["rows"]),
+        groups_section(rep["splits"].get("groups") or {}, images),
         _table("Task rows", rep["task_rows"], t["rows"]),
         _table("Modality", rep["by_modality"], images),
         _table("Source", rep["by_source"], images),

@@ -3,7 +3,8 @@
 All readers stream: parquet through pyarrow iter_batches with a bounded read buffer, tar.zst
 shards through zstandard + tarfile in stream mode, the Hub through datasets' streaming mode.
 Rows that cannot be used still come out, with `error` set, so they are counted, never lost
-silently. Which reader applies is detected from SRC (open_source).
+silently. Which reader applies is detected from SRC (open_source). A row that fills one of
+groups.GROUP_FIELDS (a patient, study or source-image id) carries it as its explicit group key.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from data_prep.groups import GROUP_FIELDS, group_key
 
 HF_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
@@ -40,13 +43,15 @@ class SourceError(Exception):
 
 @dataclass(frozen=True)
 class Record:
-    """One input row. The image comes as bytes (`data`) or as a file a worker reads (`path`)."""
+    """One input row. The image comes as bytes (`data`) or as a file a worker reads (`path`);
+    `group` is its explicit group key ("field=value", see groups.group_key) when the source has one."""
     id: str
     caption: str | None
     source: str | None = None
     data: bytes | None = None
     path: str | None = None
     error: str | None = None
+    group: str | None = None
 
 
 class Source:
@@ -147,20 +152,28 @@ class DemoParquetSource(Source):
         return f"{self.kind}: {len(self.files)} file(s), {self.total} rows"
 
     def records(self) -> Iterator[Record]:
-        for batch in _batches(self.files, ["id", "image", "caption", "source"]):
+        for batch in _batches(self.files, ["id", "image", "caption", "source", *GROUP_FIELDS]):
             image = batch.column("image")
             data = image.field("bytes") if pa.types.is_struct(image.type) else image
             sources = batch.column("source").to_pylist() if "source" in batch.schema.names else None
+            groups = _group_keys(batch)
             for i, (id_, raw, caption) in enumerate(zip(batch.column("id").to_pylist(), data.to_pylist(),
                                                         batch.column("caption").to_pylist())):
-                yield _record(id_, caption, sources[i] if sources else None, raw)
+                yield _record(id_, caption, sources[i] if sources else None, raw, groups[i])
 
 
-def _record(id_: object, caption: object, source: object, raw: bytes | None) -> Record:
+def _group_keys(batch: pa.RecordBatch) -> list[str | None]:
+    """The explicit group key of every row of a batch (None where no GROUP_FIELDS column is filled)."""
+    cols = {c: batch.column(c).to_pylist() for c in GROUP_FIELDS if c in batch.schema.names}
+    return [group_key({c: v[i] for c, v in cols.items()}) for i in range(batch.num_rows)] if cols \
+        else [None] * batch.num_rows
+
+
+def _record(id_: object, caption: object, source: object, raw: bytes | None, group: str | None = None) -> Record:
     if id_ is None or str(id_) == "":
         return Record("", _text(caption), _text(source), error="missing_id")
     return Record(str(id_), _text(caption), _text(source), data=raw,
-                  error=None if raw else "missing_image")
+                  error=None if raw else "missing_image", group=group)
 
 
 class HubSource(Source):
@@ -196,7 +209,7 @@ class HubSource(Source):
         while row is not None:
             image = row.get("image") or {}
             raw = image.get("bytes") if isinstance(image, dict) else image
-            yield _record(row.get("id"), row.get("caption"), row.get("source"), raw)
+            yield _record(row.get("id"), row.get("caption"), row.get("source"), raw, group_key(row))
             n += 1
             try:
                 row = next(self._rows, None)
@@ -254,8 +267,9 @@ class FullFolderSource(Source):
         return None
 
     def records(self) -> Iterator[Record]:
-        for batch in _batches(self.files, ["file_name", "caption", "source"]):
+        for batch in _batches(self.files, ["file_name", "caption", "source", *GROUP_FIELDS]):
             sources = batch.column("source").to_pylist() if "source" in batch.schema.names else None
+            groups = _group_keys(batch)
             for i, (name, caption) in enumerate(zip(batch.column("file_name").to_pylist(),
                                                     batch.column("caption").to_pylist())):
                 source = _text(sources[i]) if sources else None
@@ -264,7 +278,7 @@ class FullFolderSource(Source):
                     continue
                 p = self.resolve(str(name))
                 yield Record(str(name), _text(caption), source, path=str(p) if p else None,
-                             error=None if p else "missing_file")
+                             error=None if p else "missing_file", group=groups[i])
 
 
 def _image_dirs(root: Path, depth: int) -> list[Path]:
@@ -336,14 +350,18 @@ class FullTarSource(Source):
                     if hit is None:
                         yield Record(member.name, None, None, error="no_caption_row")
                     else:
-                        name, caption, source = hit
-                        yield Record(name, caption, source, data=data, error=None if data else "missing_image")
+                        name, caption, source, group = hit
+                        yield Record(name, caption, source, data=data, error=None if data else "missing_image",
+                                     group=group)
         except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError):
             yield Record(f"{shard.name}#archive", None, None, error="corrupt_archive")
 
 
 class CaptionIndex:
-    """file_name -> (caption, source) for the 25M_full join, in SQLite so it never sits in RAM."""
+    """file_name -> (caption, source, group key) for the 25M_full join, in SQLite so it never sits in RAM.
+
+    An index built before group keys existed (no `grp` column) is rebuilt.
+    """
 
     def __init__(self, path: Path, files: list[Path]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -351,7 +369,8 @@ class CaptionIndex:
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("PRAGMA synchronous=OFF")
         built = self.db.execute("SELECT name FROM sqlite_master WHERE name='meta'").fetchone()
-        if not built or self.db.execute("SELECT value FROM meta WHERE key='complete'").fetchone() is None:
+        if not built or self.db.execute("SELECT value FROM meta WHERE key='complete'").fetchone() is None \
+                or "grp" not in {c[1] for c in self.db.execute("PRAGMA table_info(rows)")}:
             self._build(files)
         self.db.execute("UPDATE rows SET seen=0")
         self._pending = 0
@@ -360,28 +379,30 @@ class CaptionIndex:
         db = self.db
         for t in ("rows", "dups", "meta"):
             db.execute(f"DROP TABLE IF EXISTS {t}")
-        db.execute("CREATE TABLE rows (name TEXT PRIMARY KEY, pos INTEGER, caption TEXT, source TEXT, seen INTEGER)")
+        db.execute("CREATE TABLE rows (name TEXT PRIMARY KEY, pos INTEGER, caption TEXT, source TEXT, seen INTEGER, "
+                   "grp TEXT)")
         db.execute("CREATE TABLE dups (pos INTEGER PRIMARY KEY, name TEXT)")
         db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
         pos = 0
-        for batch in _batches(files, ["file_name", "caption", "source"]):
+        for batch in _batches(files, ["file_name", "caption", "source", *GROUP_FIELDS]):
             names = batch.column("file_name").to_pylist()
             caps = batch.column("caption").to_pylist()
             srcs = batch.column("source").to_pylist() if "source" in batch.schema.names else [None] * len(names)
-            for name, cap, src in zip(names, caps, srcs):
+            for name, cap, src, grp in zip(names, caps, srcs, _group_keys(batch)):
                 if name:
-                    cur = db.execute("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, 0)",
-                                     (str(name), pos, _text(cap), _text(src)))
+                    cur = db.execute("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, 0, ?)",
+                                     (str(name), pos, _text(cap), _text(src), grp))
                     if cur.rowcount == 0:
                         db.execute("INSERT INTO dups VALUES (?, ?)", (pos, str(name)))
                 pos += 1
         db.execute("INSERT INTO meta VALUES ('complete', ?)", (str(pos),))
         db.commit()
 
-    def take(self, member: str) -> tuple[str, str | None, str | None] | None:
-        """The row for a tar member (tried as-is, without './', and by base name); marks it seen."""
+    def take(self, member: str) -> tuple[str, str | None, str | None, str | None] | None:
+        """The row (name, caption, source, group key) for a tar member (tried as-is, without './', and
+        by base name); marks it seen."""
         for key in dict.fromkeys((member, member.removeprefix("./"), Path(member).name)):
-            row = self.db.execute("SELECT name, caption, source FROM rows WHERE name=?", (key,)).fetchone()
+            row = self.db.execute("SELECT name, caption, source, grp FROM rows WHERE name=?", (key,)).fetchone()
             if row:
                 self.db.execute("UPDATE rows SET seen=1 WHERE name=?", (key,))
                 self._pending += 1
@@ -434,4 +455,5 @@ def _jsonl_record(line: str, f: Path, n: int) -> Record:
     id_ = obj.get("id") or image
     if not image:
         return Record(str(id_ or f"{f.name}:{n}"), _text(obj.get("caption")), error="missing_image")
-    return Record(str(id_), _text(obj.get("caption")), _text(obj.get("source")), path=str(f.parent / str(image)))
+    return Record(str(id_), _text(obj.get("caption")), _text(obj.get("source")), path=str(f.parent / str(image)),
+                  group=group_key(obj))

@@ -93,7 +93,7 @@ def test_output_layout(converted: Path, stream: tuple[Path, list[dict]]) -> None
     assert all(set(r) == {"id", "width", "height", "boxes", "flags"} for r in rois)
 
 
-def test_all_rows_of_an_image_share_its_hash_split(converted: Path) -> None:
+def test_all_rows_of_an_image_share_its_group_split(converted: Path) -> None:
     rows = load_rows(converted)
     split_of_id: dict[str, set[str]] = defaultdict(set)
     for split, rs in rows.items():
@@ -101,13 +101,20 @@ def test_all_rows_of_an_image_share_its_hash_split(converted: Path) -> None:
             assert r["split"] == split
             split_of_id[r["id"]].add(split)
     assert all(len(s) == 1 for s in split_of_id.values())
-    assert all(s == {split_of(i, 0.2, 0.2)} for i, s in split_of_id.items())
+    groups = json.loads((converted / "report.json").read_text())["splits"]["groups"]
+    assert groups["split_by"] == "group" and not groups["filled_empty_splits"]
+    if groups["groups"] == len(split_of_id):  # all distinct images: every group's split is its image's
+        assert all(s == {split_of(i, 0.2, 0.2)} for i, s in split_of_id.items())
+    assert groups["groups"] >= 0.9 * len(split_of_id), "36 distinct synthetic scans are not near-duplicates"
     assert all(rows[s] for s in SPLIT_FILES), "36 images at 20/20% fill every split"
     tasks = defaultdict(set)
     for rs in rows.values():
         for r in rs:
             tasks[r["id"]].add(r["task"])
     assert any(t == {"locate", "verify", "diagnose"} for t in tasks.values())
+    multitask = {s: [json.loads(x)["id"] for x in (converted / f"{s}_multitask.jsonl").read_text().splitlines()]
+                 for s in SPLIT_FILES}
+    assert {s: set(ids) for s, ids in multitask.items()} == {s: {r["id"] for r in rs} for s, rs in rows.items()}
 
 
 def test_recovered_boxes_match_the_drawn_ones(converted: Path, stream: tuple[Path, list[dict]]) -> None:
@@ -153,12 +160,20 @@ def test_keep_boxes_writes_every_image_byte_for_byte(stream: tuple[Path, list[di
 
 def test_split_is_stable_across_runs_and_settings(stream: tuple[Path, list[dict]], converted: Path,
                                                   tmp_path: Path) -> None:
+    """Same input: the same splits whatever the chunking or workers. A --limit keeps every image's
+    split too, except where it moves a group to fill a split the smaller input leaves empty."""
     out = tmp_path / "again"
     assert convert(["--source", str(stream[0]), "--out", str(out), "--workers", "0", "--shard-size", "5",
-                    "--limit", "20", "--val-ratio", "0.2", "--test-ratio", "0.2"]) == 0
+                    "--val-ratio", "0.2", "--test-ratio", "0.2"]) == 0
     first = {r["id"]: s for s, rs in load_rows(converted).items() for r in rs}
-    second = {r["id"]: s for s, rs in load_rows(out).items() for r in rs}
-    assert second and all(first[i] == s for i, s in second.items())
+    assert first == {r["id"]: s for s, rs in load_rows(out).items() for r in rs}
+    limited = tmp_path / "limited"
+    assert convert(["--source", str(stream[0]), "--out", str(limited), "--workers", "0", "--limit", "20",
+                    "--val-ratio", "0.2", "--test-ratio", "0.2"]) == 0
+    second = {r["id"]: s for s, rs in load_rows(limited).items() for r in rs}
+    filled = json.loads((limited / "report.json").read_text())["splits"]["groups"]["filled_empty_splits"]
+    moved = [i for i, s in second.items() if first[i] != s]
+    assert second and len(moved) <= len(filled) and all(second[i] in filled for i in moved)
     ids = [f"id-{k}" for k in range(20000)]
     shares = {s: sum(split_of(i, 0.05, 0.05) == s for i in ids) / len(ids) for s in SPLIT_FILES}
     assert abs(shares["val"] - 0.05) < 0.01 and abs(shares["test"] - 0.05) < 0.01
