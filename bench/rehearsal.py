@@ -41,7 +41,7 @@ from swift_ext.shapes import load_shape  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "rehearsal.json"
 STAGES = ("data", "build", "sft", "dpo", "merge", "serve", "eval", "stop")
-SFT_STEPS, DPO_STEPS, EVAL_IMAGES = 2, 1, 1
+SFT_STEPS, DPO_STEPS, EVAL_IMAGES = 2, 1, 2  # 2 test images: locate, verify, diagnose each, + held-out negatives
 GPU_SFT_RECIPE_KEYS = ("max_length", "torch_dtype", "bf16", "attn_impl", "gradient_checkpointing")
 
 # What each stage changes from the GPU recipes, and why; recorded next to the figures.
@@ -86,7 +86,9 @@ class PeakRss:
     def __init__(self, root: psutil.Process, pgid_file: Path | None, period: float = 1.0):
         self.root, self.pgid_file, self.period = root, pgid_file, period
         self.peak = self.peak_rss_sum = self.peak_largest = 0  # PSS sum, RSS sum, largest process's RSS
-        self.cpu_s: dict[tuple[int, float], float] = {}  # CPU seconds of each process seen (to its last sample)
+        self.cpu_s: dict[tuple[int, float], float] = {}  # CPU seconds of each process in this stage
+        self.cpu_base: dict[tuple[int, float], float] = {}
+        self.started = time.time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -118,7 +120,10 @@ class PeakRss:
                 times = proc.cpu_times()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            self.cpu_s[(pid, proc.create_time())] = times.user + times.system
+            key, used = (pid, proc.create_time()), times.user + times.system
+            # A process older than the stage (the server, during eval) counts from its first sample.
+            self.cpu_base.setdefault(key, used if key[1] < self.started else 0.0)
+            self.cpu_s[key] = used - self.cpu_base[key]
             rss, pss, largest = rss + info.rss, pss + info.pss, max(largest, info.rss)
         self.peak = max(self.peak, pss)
         self.peak_rss_sum = max(self.peak_rss_sum, rss)
@@ -241,7 +246,7 @@ def stage_plan(shape_name: str, work: Path, port: int, merge_from: str = "dpo",
                  "overrides": {"EVAL_LIMIT": f"{EVAL_IMAGES} test image(s): locate, verify, diagnose and held-out "
                                              "negatives; every answer decoded on one shared CPU core"},
                  "pgid_file": state / "server.json"},
-        "stop": {"cmd": make + ["stop", *common], "overrides": {}, "pgid_file": state / "server.json"},
+        "stop": {"cmd": make + ["stop", *common], "overrides": {}},
     }
 
 
@@ -284,6 +289,11 @@ def markdown_table(results: dict) -> str:
             pss = r.get("peak_pss_gib", f"{r.get('peak_rss_gib')} (RSS sum)")
             lines.append(f"| {shape} | {stage} | {status} | {minutes(r['wall_s'])} | {minutes(r.get('cpu_s'))} | {pss} "
                          f"| {r.get('peak_largest_rss_gib', '-')} | {load} |")
+    earlier = [(shape, a) for shape, entry in results["shapes"].items() for a in entry.get("earlier_attempts", [])]
+    if earlier:
+        lines += ["", "Earlier attempts, rerun above:"]
+        lines += [f"- {shape} {a['stage']}: {a['status']} after {minutes(a['wall_s'])}"
+                  f"{': ' + a['reason'] if a.get('reason') else ''}" for shape, a in earlier]
     return "\n".join(lines)
 
 
@@ -325,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("recipe", "recipe_values"):
             if key in step:
                 result[key] = step[key]
+        earlier = entry["stages"].get(stage)
+        if earlier and earlier["status"] != "ok":  # a failure stays on record when the stage is rerun
+            entry.setdefault("earlier_attempts", []).append({"stage": stage, **earlier})
         entry["stages"][stage] = result
         save_results(args.results, results)
         failed = failed or result["status"] != "ok"

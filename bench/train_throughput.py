@@ -387,10 +387,24 @@ def main(argv: list[str] | None = None) -> int:
                     flags["per_device_train_batch_size"] = entry["batch"] = chosen
                     entry["options"].append(f"probed batch {chosen}")
         rc, log, out = run_config(config, derived_recipe(recipe, config), flags, work, timeout)
-        if rc != 0 and config == "c" and entry["batch"] > batch:
-            entry["first_try"] = {"batch": entry["batch"], **failure(rc, out)}
-            flags["per_device_train_batch_size"] = entry["batch"] = max(batch, entry["batch"] // 2)
+        while rc != 0 and config == "c" and len(entry.setdefault("retries", [])) < 3:
+            # One lease, no second chance: an option that breaks is dropped and c runs again.
+            failed = {"batch": entry["batch"], "options": list(entry["options"]), **failure(rc, out)}
+            entry["retries"].append(failed)
+            if failed["status"] == "oom" and entry["batch"] > batch:
+                flags["per_device_train_batch_size"] = entry["batch"] = max(batch, entry["batch"] // 2)
+            elif flags.pop("use_liger_kernel", None):
+                entry["options"].remove("use_liger_kernel")
+                entry["not_applied"]["liger"] = f"failed with this recipe: {failed['error_tail'][-1:]}"
+            elif flags.pop("padding_free", None):
+                flags.pop("attn_impl", None)
+                entry["options"].remove("padding_free")
+                entry["not_applied"]["padding_free"] = f"failed with this recipe: {failed['error_tail'][-1:]}"
+            else:
+                break
             rc, log, out = run_config(config, derived_recipe(recipe, config), flags, work, timeout)
+        if not entry.get("retries"):
+            entry.pop("retries", None)
         if rc == 0:
             entry.update(status="ok", **summarize(log, args.warmup, peak_flops))
         else:
