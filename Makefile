@@ -44,6 +44,7 @@ MAX_REQUEST_MB   ?= 16
 MAX_IMAGE_PIXELS ?= 40000000
 MAX_N       ?= 8
 SERVE_STATE ?= output/serve
+SERVE_TIMEOUT ?= 900
 EVAL_URL    ?= http://$(if $(filter 0.0.0.0 ::,$(HOST)),127.0.0.1,$(HOST)):$(PORT)
 EVAL_SPLIT  ?= test
 EVAL_OUT    ?= eval/results/$(SERVED_NAME)-$(FAMILY)-$(EVAL_SPLIT)
@@ -187,11 +188,12 @@ merge: $(VENV_STAMP) $(ADAPTER) ## fold the LoRA (ADAPTER=, default the DPO one)
 	$(PY) -m swift_ext.servable $(MERGED)
 
 serve: export MEDVLM_API_KEY = $(API_KEY)
-serve: $(VENV_STAMP) $(SERVE_STAMP) ## OpenAI-compatible server for SERVE_MODEL= (BACKEND=vllm|transformers, HOST=, PORT=, API_KEY=, MEDIA_DIR=, MAX_N=)
+serve: $(VENV_STAMP) $(SERVE_STAMP) ## OpenAI-compatible server for SERVE_MODEL= (BACKEND=vllm|transformers, HOST=, PORT=, API_KEY=, MEDIA_DIR=, MAX_N=, SERVE_TIMEOUT=)
 	$(PY) -m serve.launch start --model $(SERVE_MODEL) --family $(FAMILY) --backend $(BACKEND) \
 	  --recipe $(SERVE_RECIPE) --swift $(SERVE_VENV)/bin/swift --host $(HOST) --port $(PORT) \
 	  --served-name $(SERVED_NAME) $(if $(MEDIA_DIR),--media-dir $(MEDIA_DIR)) \
-	  --max-request-mb $(MAX_REQUEST_MB) --max-image-pixels $(MAX_IMAGE_PIXELS) --max-n $(MAX_N) --state-dir $(SERVE_STATE)
+	  --max-request-mb $(MAX_REQUEST_MB) --max-image-pixels $(MAX_IMAGE_PIXELS) --max-n $(MAX_N) --state-dir $(SERVE_STATE) \
+	  --timeout $(SERVE_TIMEOUT)
 
 stop: $(VENV_STAMP) ## stop the server `make serve` started, and every process it forked
 	$(PY) -m serve.launch stop --state-dir $(SERVE_STATE)
