@@ -62,7 +62,10 @@ def supervised_logits(model: torch.nn.Module, inputs: dict, logits_at: torch.Ten
     rows, positions = logits_at
     hidden = outputs.hidden_states[-1][rows, positions]  # [n, H], after the final norm
     hidden = torch.cat([hidden, hidden[-1:]])  # [n + 1, H]: the last row pairs with no label
-    outputs.logits = model.get_output_embeddings()(hidden)[None]
+    head = model.get_output_embeddings()
+    # The residual stream can be float32 (peft's adapters) while the head is bf16; the full forward
+    # feeds the head under the trainer's autocast, which the gathered rows no longer see.
+    outputs.logits = head(hidden.to(head.weight.dtype))[None]
     outputs.hidden_states = None
     return outputs
 
