@@ -216,12 +216,14 @@ class Evaluator:
         return box_slots(ids, self.digit_ids) + [self.tokenizer.eos_token_id]
 
     def load(self, checkpoint: Path | None) -> torch.nn.Module:
-        """The base model with the checkpoint's adapter (None: the untrained base)."""
+        """The base model with the checkpoint's adapter (None: the untrained base), or the checkpoint itself
+        when it holds a fully fine-tuned model (`tuner_type: full`)."""
         from peft import PeftModel
 
-        model, _ = self._get_model_processor(str(self.model_dir), model_type=f"med_{self.family}",
-                                             torch_dtype=torch.float32)
-        if checkpoint is not None:
+        full = checkpoint is not None and not (checkpoint / "adapter_config.json").exists()
+        model, _ = self._get_model_processor(str(checkpoint if full else self.model_dir),
+                                             model_type=f"med_{self.family}", torch_dtype=torch.float32)
+        if checkpoint is not None and not full:
             model = PeftModel.from_pretrained(model, str(checkpoint))
         model.eval()
         self.template.model = model

@@ -2,12 +2,13 @@
 
 Not a test: one command runs the whole experiment through the project's real entry points.
 
-    python bench/learning_check.py [--images 1000 --steps 400 --save-every 100 --out bench/results]
+    python bench/learning_check.py [--images 1000 --steps 1200 --save-every 300 --out bench/results]
 
 1. generates a lesion task (bench.lesion_task: bright "hemorrhage" / dark "cyst" ellipses with
    drawn green boxes) as 25M_demo parquet and converts it with `make data`;
-2. trains `make sft` twice for the same steps and learning rate: recipes/sft/tiny-cpu.yaml
-   (multi-task loss + verify negatives) and recipes/sft/plain-tiny-cpu.yaml (plain SFT);
+2. trains `make sft` twice for the same steps and learning rate: recipes/sft/tiny-cpu-full.yaml
+   (multi-task loss + verify negatives) and recipes/sft/plain-tiny-cpu-full.yaml (plain SFT), both
+   fine-tuning the tiny model in full (LoRA does not learn the image: docs/learning-ladder.md);
 3. evaluates the untrained base and every saved checkpoint on the held-out test conversations
    (bench.checkpoint_eval): ROI IoU / Acc@0.5 of the greedy locate answer (free, and held to the
    box grammar), verify accuracy and AUROC on each image's own finding (yes) vs another image's
@@ -39,7 +40,7 @@ from bench.lesion_task import write_lesion_parquet  # noqa: E402
 from data_prep.boxes import box_iou  # noqa: E402
 from data_prep.tasks import multitask_row  # noqa: E402
 
-RECIPES = {"multitask": ROOT / "recipes/sft/tiny-cpu.yaml", "plain": ROOT / "recipes/sft/plain-tiny-cpu.yaml"}
+RECIPES = {"multitask": ROOT / "recipes/sft/tiny-cpu-full.yaml", "plain": ROOT / "recipes/sft/plain-tiny-cpu-full.yaml"}
 MODEL_DIR = ROOT / "models/tiny-qwen2-vl"
 SPLITS = ("train", "val", "test")
 
@@ -48,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=1000,
                    help="generated images (>= 500 for the issue's check; about 5%% become the test split)")
-    p.add_argument("--steps", type=int, default=400, help="training steps of each run (same for both)")
-    p.add_argument("--save-every", type=int, default=100, help="checkpoint (and evaluation) every K steps")
+    p.add_argument("--steps", type=int, default=1200, help="training steps of each run (same for both)")
+    p.add_argument("--save-every", type=int, default=300, help="checkpoint (and evaluation) every K steps")
     p.add_argument("--lr", type=float, default=1e-3,
                    help="learning rate of both runs (1e-2, the old default, learns and then collapses to a constant "
                         "answer: bench/text_probe.py, docs/learning-ladder.md)")
@@ -201,7 +202,7 @@ def plot(results: dict, settings: dict, training: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     colors = {"multitask": "tab:blue", "plain": "tab:orange"}
-    labels = {"multitask": "multi-task (tiny-cpu.yaml)", "plain": "plain SFT (plain-tiny-cpu.yaml)"}
+    labels = {"multitask": "multi-task (tiny-cpu-full.yaml)", "plain": "plain SFT (plain-tiny-cpu-full.yaml)"}
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(19, 5.2))
     last = max(r["step"] for rows in results.values() for r in rows) or 1
     for k, (name, rows) in enumerate(results.items()):
