@@ -6,6 +6,8 @@ SHELL := /bin/bash
 
 # --- variables users set -----------------------------------------------------------------------
 PYTHON      ?= $(shell command -v python3.11 || command -v python3)
+# Shared names and defaults (medvlm_vocab.py imports nothing, so any Python runs it, before the venv too).
+VOCAB        = $(PYTHON) -m medvlm_vocab
 VENV        ?= .venv
 FAMILY      ?= qwen2_vl
 MODELS      ?= models
@@ -40,12 +42,13 @@ PORT        ?= 8000
 API_KEY     ?=
 SERVED_NAME ?= medvlm
 MEDIA_DIR   ?=
-MAX_REQUEST_MB   ?= 16
-MAX_IMAGE_PIXELS ?= 40000000
-MAX_N       ?= 8
+# Request limits of the gateway; empty: medvlm_vocab's defaults (16 MB, 40 M pixels, n <= 8).
+MAX_REQUEST_MB   ?=
+MAX_IMAGE_PIXELS ?=
+MAX_N       ?=
 SERVE_STATE ?= output/serve
 SERVE_TIMEOUT ?= 900
-EVAL_URL    ?= http://$(if $(filter 0.0.0.0 ::,$(HOST)),127.0.0.1,$(HOST)):$(PORT)
+EVAL_URL    ?= $$($(VOCAB) url $(HOST) $(PORT))
 EVAL_SPLIT  ?= test
 EVAL_OUT    ?= eval/results/$(SERVED_NAME)-$(FAMILY)-$(EVAL_SPLIT)
 EVAL_LIMIT  ?=
@@ -74,6 +77,8 @@ DEEPSPEED   ?= $(if $(filter-out 0,$(GPUS)),zero2,)
 PY := $(VENV)/bin/python
 SWIFT := $(VENV)/bin/swift
 PLUGIN := $(abspath swift_ext/plugin.py)
+# The family's swift template (medvlm_vocab.FAMILIES), looked up when a recipe runs.
+SWIFT_TEMPLATE = $$($(VOCAB) template $(FAMILY))
 DS_STAMP := $(VENV)/.medvlm-deepspeed
 SERVE_VENV := .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.medvlm-installed
@@ -125,7 +130,7 @@ $(REVIEW_STAMP): requirements/review.lock
 
 setup-review: $(REVIEW_STAMP) ## create .venv-review with Gradio for the review app
 
-$(TINY_STAMP): $(VENV_STAMP) $(TINY_CONFIG) $(SAMPLE) swift_ext/tiny_models.py swift_ext/families.py $(wildcard swift_ext/chat_templates/*.jinja)
+$(TINY_STAMP): $(VENV_STAMP) $(TINY_CONFIG) $(SAMPLE) swift_ext/tiny_models.py medvlm_vocab.py $(wildcard swift_ext/chat_templates/*.jinja)
 	$(PY) -m swift_ext.tiny_models --out $(MODELS) --config $(TINY_CONFIG) --corpus $(SAMPLE)
 	@touch $@
 
@@ -157,7 +162,7 @@ SFT_ENV = $(if $(filter-out 0,$(GPUS)),NPROC_PER_NODE=$(NPROC),GLIBC_TUNABLES=$(
 
 sft: $(VENV_STAMP) $(MODEL_DEP) $(DATA)/train_multitask.jsonl $(if $(DEEPSPEED),$(DS_STAMP)) ## multi-task LoRA SFT (RECIPE=, MODEL=, FAMILY=, DATA=, OUTPUT=, NPROC=, DEEPSPEED=, RESUME=1, SFT_ARGS=)
 	$(SFT_ENV) $(SWIFT) sft $(RECIPE) \
-	  --model $(MODEL) --model_type med_$(FAMILY) --template med_$(subst _moe,,$(FAMILY)) \
+	  --model $(MODEL) --model_type med_$(FAMILY) --template med_$(SWIFT_TEMPLATE) \
 	  --external_plugins $(PLUGIN) \
 	  --dataset $(foreach s,$(SFT_SETS),$(DATA)/$(s).jsonl) --val_dataset $(DATA)/val_multitask.jsonl \
 	  --output_dir $(OUTPUT) $(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) \
@@ -173,7 +178,7 @@ $(OUTPUT)/last-checkpoint:
 
 dpo: $(VENV_STAMP) $(MODEL_DEP) $(SFT_ADAPTER) $(PAIRS) $(PAIRS_VAL) $(if $(DEEPSPEED),$(DS_STAMP)) ## DPO from the SFT adapter, which is also the reference (DPO_RECIPE=, PAIRS=, PAIRS_VAL=, DPO_OUTPUT=, DPO_ARGS=)
 	$(SFT_ENV) $(SWIFT) rlhf $(DPO_RECIPE) \
-	  --model $(MODEL) --model_type med_$(FAMILY) --template $(subst _moe,,$(FAMILY)) \
+	  --model $(MODEL) --model_type med_$(FAMILY) --template $(SWIFT_TEMPLATE) \
 	  --external_plugins $(PLUGIN) --adapters $(SFT_ADAPTER) --ref_adapters $(SFT_ADAPTER) \
 	  --dataset $(PAIRS) --val_dataset $(PAIRS_VAL) \
 	  --output_dir $(DPO_OUTPUT) $(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) $(DPO_ARGS)
@@ -192,7 +197,8 @@ serve: $(VENV_STAMP) $(SERVE_STAMP) ## OpenAI-compatible server for SERVE_MODEL=
 	$(PY) -m serve.launch start --model $(SERVE_MODEL) --family $(FAMILY) --backend $(BACKEND) \
 	  --recipe $(SERVE_RECIPE) --swift $(SERVE_VENV)/bin/swift --host $(HOST) --port $(PORT) \
 	  --served-name $(SERVED_NAME) $(if $(MEDIA_DIR),--media-dir $(MEDIA_DIR)) \
-	  --max-request-mb $(MAX_REQUEST_MB) --max-image-pixels $(MAX_IMAGE_PIXELS) --max-n $(MAX_N) --state-dir $(SERVE_STATE) \
+	  $(if $(MAX_REQUEST_MB),--max-request-mb $(MAX_REQUEST_MB)) $(if $(MAX_IMAGE_PIXELS),--max-image-pixels $(MAX_IMAGE_PIXELS)) \
+	  $(if $(MAX_N),--max-n $(MAX_N)) --state-dir $(SERVE_STATE) \
 	  --timeout $(SERVE_TIMEOUT)
 
 stop: $(VENV_STAMP) ## stop the server `make serve` started, and every process it forked

@@ -54,7 +54,7 @@ from pathlib import Path
 
 from data_prep.boxes import box_iou
 from data_prep.captions import is_normal_finding
-from data_prep.tasks import REPORT_LABELS
+from medvlm_vocab import REPORT_LABELS
 
 __all__ = ["main", "read_clinician_pairs", "is_dpo_record", "synthetic_pairs", "PairsFormatError", "ERROR_TYPES",
            "CLINICIAN_COLUMNS", "IMAGE_EXTENSIONS", "swap_laterality", "shift_box", "miss_finding",

@@ -26,8 +26,7 @@ from eval.boxes import pixel_limits, parse_boxes, to_image_space
 from eval.client import DEFAULT_URL, ChatClient, ChatRequest, ChatResult, EndpointError, resolve_model
 from eval.samples import image_size, render_prompt
 from eval.verify import report_fields, verify_question, yes_probability
-from serve.gateway import API_KEY_ENV
-from swift_ext.families import FAMILIES, get_family
+from medvlm_vocab import API_KEY_ENV, FAMILIES, get_family
 
 REVIEW = "needs clinician review"
 ACCEPTED = "diagnosis"

@@ -22,8 +22,7 @@ from eval.samples import DataError, image_size, load_split, render_prompt
 from eval.score import HEADLINE, evaluate, score_diagnose, score_locate, score_verify
 from eval.trainlogs import read_curves
 from eval.verify import negative_rows
-from serve.gateway import API_KEY_ENV
-from swift_ext.families import FAMILIES, Family, get_family
+from medvlm_vocab import API_KEY_ENV, FAMILIES, Family, get_family
 
 MAX_TOKENS = {"locate": 256, "verify": 1, "diagnose": 512}
 

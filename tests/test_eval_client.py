@@ -18,7 +18,7 @@ from eval import ask, compare
 from eval import run as eval_run
 from eval.boxes import render_box, render_ref, to_model_space
 from eval.client import ChatClient, ChatRequest, EndpointError, list_models, resolve_model
-from swift_ext.families import FAMILIES
+from medvlm_vocab import FAMILIES
 from tests.conftest import free_port
 from tests.fake_openai import FakeServer, Responder, completion
 

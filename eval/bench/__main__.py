@@ -23,7 +23,7 @@ from eval.bench.scoring import OPEN_METRICS, score
 from eval.cli import run_main
 from eval.client import DEFAULT_URL, ChatClient, ChatRequest, ChatResult, EndpointError, api_base, resolve_model
 from eval.samples import DataError
-from serve.gateway import API_KEY_ENV
+from medvlm_vocab import API_KEY_ENV
 
 MEDEVALKIT = "alibaba-damo-academy/MedEvalKit at commit 9b12e3b (2026-02-24), rule-based mode (use_llm_judge=False)"
 RULES = {
