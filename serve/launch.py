@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from medvlm_vocab import API_KEY_ENV, MAX_IMAGE_PIXELS, MAX_N, MAX_REQUEST_MB, client_host, get_family
+from medvlm_vocab import API_KEY_ENV, FAMILIES, MAX_IMAGE_PIXELS, MAX_N, MAX_REQUEST_MB, client_host, get_family
 
 LOOPBACK_NAMES = {"localhost"}
 _UVICORN = re.compile(r"Uvicorn running on https?://[^:\s]+:(\d+)")
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("start")
     run.add_argument("--model", required=True, type=Path)
-    run.add_argument("--family", default="qwen2_vl")
+    run.add_argument("--family", default="qwen2_vl", choices=sorted(FAMILIES))
     run.add_argument("--backend", default="vllm", choices=["vllm", "transformers"])
     run.add_argument("--recipe", type=Path, default=Path("recipes/serve/tiny-cpu.yaml"))
     run.add_argument("--swift", type=Path, default=Path(".venv-serve/bin/swift"))
