@@ -5,10 +5,11 @@ exactly as in training) and peft for the adapter. Questions are asked where trai
 the multi-task conversation (locate -> verify -> diagnose): locate as the first turn, verify as the
 next turn after the locate turn with its reference answer. A model trained only on those
 conversations has never answered a verify question as a first turn, so asking it there would
-measure a distribution shift, not what it learned. Locate is greedy-decoded twice and its Qwen2-VL
-box (0-1000) parsed back to pixels: freely, and held to the box grammar (the answer's markup forced,
-each number 1-3 digits), which reads the model's coordinate beliefs even while it is too unsure of
-the digits for free greedy decoding to close a box (10 digits share the mass a delimiter has alone).
+measure a distribution shift, not what it learned. Locate is greedy-decoded twice and its box
+parsed back to pixels by eval.boxes, in the family's coordinates: freely, and held to the box grammar
+(the answer's markup forced, each number 1-3 digits), which reads the model's coordinate beliefs even
+while it is too unsure of the digits for free greedy decoding to close a box (10 digits share the mass
+a delimiter has alone).
 Verify is scored from the logits of the first answer token, so a model that always says "yes" shows
 up as 50% accuracy with an AUROC that can still rank.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +25,10 @@ import torch
 import yaml
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from data_prep.boxes import box_iou
+from eval import metrics
+from eval.boxes import PixelLimits, parse_boxes, pixel_limits, render_box, render_ref, to_image_space
+from medvlm_vocab import RESIZED_PIXELS, Family, get_family
 
-BOX_RE = re.compile(r"<\|box_start\|>\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*,\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*<\|box_end\|>")
-NORM = 1000.0  # Qwen2-VL grounding coordinates
 MAX_DIGITS = 3  # a coordinate in 0-999 (1000 is the edge itself)
 Slot = int | None  # a literal token id of a grounding answer, or None: a number of digit tokens
 
@@ -104,13 +104,12 @@ def verify_questions(images: list[TestImage]) -> list[VerifyQuestion]:
     return questions
 
 
-def parse_box(text: str, width: int, height: int) -> tuple[float, float, float, float] | None:
-    """The first Qwen2-VL box in a response, in pixels; None when there is none."""
-    m = BOX_RE.search(text)
-    if not m:
-        return None
-    x1, y1, x2, y2 = (int(v) for v in m.groups())
-    return (x1 / NORM * width, y1 / NORM * height, x2 / NORM * width, y2 / NORM * height)
+def parse_box(text: str, family: Family, width: int, height: int,
+              limits: PixelLimits | None) -> tuple[float, float, float, float] | None:
+    """The first box of a response in original-image pixels (eval's parsing and family mapping);
+    None when there is none."""
+    boxes = parse_boxes(text)
+    return to_image_space(boxes[0], family, width, height, limits) if boxes else None
 
 
 def box_slots(token_ids: Sequence[int], digit_ids: set[int]) -> list[Slot]:
@@ -173,13 +172,9 @@ class BoxGrammar(LogitsProcessor):
 
 
 def auroc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
-    """Area under the ROC curve by the rank-sum formula (ties count half); None without both classes."""
-    pos = [s for s, y in zip(scores, labels) if y == 1]
-    neg = [s for s, y in zip(scores, labels) if y == 0]
-    if not pos or not neg:
-        return None
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
+    """eval.metrics.auroc with this module's old argument order, for bench/learning_ladder.py until it
+    calls eval.metrics.auroc(labels, scores) itself."""
+    return metrics.auroc(labels, scores)
 
 
 def apply_recipe_env(recipe: Path) -> None:
@@ -198,11 +193,11 @@ class Evaluator:
         import swift_ext.plugin  # noqa: F401  (registers the med model types and templates)
         from swift import get_model_processor, get_template
 
-        self.model_dir, self.family = model_dir, family
+        self.model_dir, self.family, self.spec = model_dir, family, get_family(family)
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self._get_model_processor = get_model_processor
         _, processor = get_model_processor(str(model_dir), model_type=f"med_{family}", load_model=False)
-        self.template = get_template(processor, template_type=f"med_{family}")
+        self.template = get_template(processor, template_type=f"med_{self.spec.swift_template}")
         self.template.set_mode("transformers")
         self.tokenizer = self.template.tokenizer
         self.yes_id = self.template.answer_token_id("yes")
@@ -210,8 +205,8 @@ class Evaluator:
         self.digit_ids = set(self.tokenizer.convert_tokens_to_ids([str(d) for d in range(10)]))
 
     def grammar(self, ref: str) -> list[Slot]:
-        """The box grammar of a Qwen2-VL answer grounding `ref`, from how this tokenizer splits one."""
-        example = f"<|object_ref_start|>{ref}<|object_ref_end|><|box_start|>(1,2),(3,4)<|box_end|>"
+        """The box grammar of an answer grounding `ref`, from how this tokenizer splits one."""
+        example = render_ref(ref) + render_box((1, 2, 3, 4))
         ids = self.tokenizer.encode(example, add_special_tokens=False)
         return box_slots(ids, self.digit_ids) + [self.tokenizer.eos_token_id]
 
@@ -272,8 +267,10 @@ class Evaluator:
         """All figures for one checkpoint, plus a few raw locate answers to show what it emits."""
         model = self.load(checkpoint)
         free, grammar = self.locate(model, images), self.locate(model, images, constrained=True)
-        boxes = [parse_box(text, img.width, img.height) for img, text in zip(images, free)]
-        grammar_boxes = [parse_box(text, img.width, img.height) for img, text in zip(images, grammar)]
+        limits = pixel_limits(self.spec) if self.spec.bbox_space == RESIZED_PIXELS else None
+        boxes = [parse_box(text, self.spec, img.width, img.height, limits) for img, text in zip(images, free)]
+        grammar_boxes = [parse_box(text, self.spec, img.width, img.height, limits)
+                         for img, text in zip(images, grammar)]
         examples = [{"id": img.id, "response": text, "pred_box": box, "grammar_response": g_text,
                      "grammar_box": g_box, "true_box": img.true_box}
                     for img, text, box, g_text, g_box in zip(images, free, boxes, grammar, grammar_boxes)][:n_examples]
@@ -283,23 +280,19 @@ class Evaluator:
         return {
             **box_scores(boxes, images), **box_scores(grammar_boxes, images, prefix="grammar_"),
             "parse_rate": sum(b is not None for b in boxes) / len(images), "n_locate": len(images),
-            "verify_acc": sum(correct) / len(correct), "verify_auroc": auroc(margins, labels),
+            "verify_acc": sum(correct) / len(correct), "verify_auroc": metrics.auroc(labels, margins),
             "verify_yes_rate": sum(m > 0 for m in margins) / len(margins), "n_verify": len(margins),
-            "verify_pos_acc": _mean([c for c, y in zip(correct, labels) if y == 1]),
-            "verify_neg_acc": _mean([c for c, y in zip(correct, labels) if y == 0]),
+            "verify_pos_acc": metrics.mean([c for c, y in zip(correct, labels) if y == 1]),
+            "verify_neg_acc": metrics.mean([c for c, y in zip(correct, labels) if y == 0]),
             "examples": examples,
         }
 
 
 def box_scores(boxes: Sequence[Sequence[float] | None], images: list[TestImage], prefix: str = "") -> dict:
     """Mean IoU and Acc@0.5 against the truth boxes; a missing box scores IoU 0."""
-    ious = [box_iou(box, img.true_box) if box else 0.0 for box, img in zip(boxes, images)]
+    ious = [metrics.matched_iou([img.true_box], [box]) if box else 0.0 for box, img in zip(boxes, images)]
     return {f"{prefix}iou_mean": sum(ious) / len(ious), f"{prefix}acc_at_0.5": sum(i >= 0.5 for i in ious) / len(ious)}
 
 
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def _mean(values: list[bool]) -> float | None:
-    return sum(values) / len(values) if values else None

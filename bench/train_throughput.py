@@ -37,7 +37,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swift_ext.families import get_family  # noqa: E402
+from medvlm_vocab import get_family  # noqa: E402
 
 PLUGINS = [str(ROOT / "swift_ext" / "plugin.py"), str(ROOT / "bench" / "throughput_plugin.py")]
 SAMPLE = ROOT / "data" / "sample" / "medtrinity_sample.parquet"

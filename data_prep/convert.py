@@ -16,8 +16,9 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from itertools import islice
@@ -257,22 +258,8 @@ def convert_chunks(source: Source, store: ShardStore, settings: process.Settings
     seen = SeenIds()
     n_chunks = 0
     chunks = (drop_duplicates(c, seen) for c in chunked(source.records(), args.shard_size, args.limit))
-    if args.workers == 0:
-        process.configure(settings)
-        for index, chunk in enumerate(chunks):
-            n_chunks = index + 1
-            if index in done:
-                progress.chunk_done(_stored_stats(store, index), len(chunk), resumed=True)
-                continue
-            task = process.ChunkTask(index, chunk, progress.stats.tile_threshold())
-            progress.chunk_done(Stats.from_json(process.run_chunk(task)), len(chunk), resumed=False)
-        process.finish_commit()
-        return n_chunks
-
     pending: deque[tuple[int, Future]] = deque()
-    max_in_flight = args.workers + 2
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn"),
-                             initializer=process.init_worker, initargs=(settings,)) as pool:
+    with chunk_executor(settings, args.workers) as (pool, max_in_flight):
         for index, chunk in enumerate(chunks):
             n_chunks = index + 1
             if index in done:
@@ -285,6 +272,35 @@ def convert_chunks(source: Source, store: ShardStore, settings: process.Settings
         while pending:
             _collect(pending.popleft(), progress)
     return n_chunks
+
+
+class InlineExecutor(Executor):
+    """Runs each task when it is submitted, in this process (--workers 0: no pickling, debuggable)."""
+
+    def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as e:
+            future.set_exception(e)
+        return future
+
+
+@contextmanager
+def chunk_executor(settings: process.Settings, workers: int) -> Iterator[tuple[Executor, int]]:
+    """(executor, chunks in flight at most): `workers` spawned processes, or this one for 0.
+
+    In process, each chunk is collected before the next is made, so its tile threshold sees every
+    earlier chunk as the workers' run sees all but the few in flight.
+    """
+    if workers == 0:
+        process.configure(settings)
+        yield InlineExecutor(), 1
+        process.finish_commit()
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=process.init_worker, initargs=(settings,)) as pool:
+        yield pool, workers + 2
 
 
 def _collect(item: tuple[int, Future], progress: Progress) -> None:

@@ -1,41 +1,10 @@
 """Preference pairs for DPO: `python -m data_prep pairs --from DIR --out FILE`.
 
-Two sources, written to one ms-swift JSONL file:
-
-(a) Clinician pairs (`--clinician FILE.csv|FILE.jsonl`), one pair per CSV row or JSON line, columns:
-    image     path of the image: absolute, or relative to the pairs file's folder or to DIR;
-              extension .png .jpg .jpeg .bmp .gif .tif .tiff or .webp
-    prompt    the question shown with the image ("<image>" is prepended when absent)
-    chosen    the answer the clinician prefers
-    rejected  the answer the clinician rejects (must differ from chosen)
-    rater     who rated (may be empty)
-    reason    why chosen is better (may be empty)
-    Every problem is reported as FILE:LINE: column 'NAME': what is wrong; all of them at once.
-    Text must not contain <bbox>/<ref-object>: clinician pairs carry no box objects.
-    A JSONL line may instead already be an ms-swift DPO row (`messages` + `rejected_messages`, with
-    `images`, `objects` and their `rejected_` twins), as the review app's pairs.jsonl holds: it is
-    checked (roles, one objects entry per tag, images exist) and passed through with absolute image
-    paths, `reviewer` kept as `rater`.
-
-(b) Synthetic pairs from DIR/<split>.jsonl (rows of data_prep.tasks) and DIR/rois.jsonl, one per
-    image, with one realistic clinical error in the rejected answer, error types balanced:
-    laterality (left<->right, upper<->lower swapped in the report), shifted_box (locate answer with one
-    box moved to IoU < 0.3 with every true box, inside the image), missed_finding (findings and
-    impression replaced by "No abnormality detected."), vague (colloquial non-answer) and
-    hallucination (a finding the caption does not state, chosen to fit the organ/modality).
-    Deterministic for a given input and --seed. Synthetic pairs only stand in for clinician pairs.
-
-Output rows use swift's full rejected trajectory, not `rejected_response`:
-    {"id", "source", "error_type", "messages": [user, assistant], "images": [...],
-     "rejected_messages": [user, assistant], "rejected_images": [...],
-     "objects"/"rejected_objects" (locate pairs only), "rater"/"reason" (clinician pairs only)}
-Why: a shifted-box pair has the same answer text as its chosen answer ("<ref-object><bbox>") with a
-different box; ms-swift 4.6 rejects a row whose `rejected_response` equals the chosen text and
-renders a `rejected_response` with the chosen row's objects. With `rejected_messages` +
-`rejected_objects` (swift/template/template_inputs.py `TemplateInputs.from_dict`) the rejected side
-gets its own boxes, rendered and rescaled by the template exactly like the chosen side. One schema for
-every row, because a JSONL column present in some rows only reaches swift as None in the others.
-See docs/preference_pairs.md.
+Clinician pairs (`--clinician FILE.csv|FILE.jsonl`, or the review app's DPO rows) and synthetic pairs
+(one realistic clinical error per image of DIR/<split>.jsonl, error types balanced, seeded), written
+as one ms-swift JSONL file in swift's full rejected trajectory (`rejected_messages`, `rejected_objects`)
+so a shifted box can differ from the chosen one. The input columns, validation, error types and why
+that row form: docs/preference_pairs.md.
 """
 from __future__ import annotations
 
@@ -54,7 +23,7 @@ from pathlib import Path
 
 from data_prep.boxes import box_iou
 from data_prep.captions import is_normal_finding
-from data_prep.tasks import REPORT_LABELS
+from medvlm_vocab import REPORT_LABELS
 
 __all__ = ["main", "read_clinician_pairs", "is_dpo_record", "synthetic_pairs", "PairsFormatError", "ERROR_TYPES",
            "CLINICIAN_COLUMNS", "IMAGE_EXTENSIONS", "swap_laterality", "shift_box", "miss_finding",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from data_prep import images, report
 from data_prep.assemble import MEMBERS_FILE, MULTITASK_FILE, ROWS_FILE, member_line
@@ -79,7 +80,7 @@ class Outcome:
 
 _settings: Settings | None = None
 _extract: Extractor = parse_caption
-_commit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+_commit_thread: ThreadPoolExecutor | None = None  # made by the first run_chunk of a process
 _pending_commit: Future | None = None
 
 
@@ -131,10 +132,12 @@ def run_chunk(task: ChunkTask) -> dict:
     and its error surfaces with the next chunk; the last one finishes before the process exits
     (finish_commit, or the pool's shutdown), and convert checks that every chunk committed.
     """
-    global _pending_commit
+    global _pending_commit, _commit_thread
     assert _settings is not None, "init_worker was not called"
     stats, files = build_chunk(task, _settings, _extract)
     finish_commit()
+    if _commit_thread is None:
+        _commit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
     _pending_commit = _commit_thread.submit(commit_chunk, task.index, files, _settings)
     return stats
 
@@ -224,18 +227,10 @@ def read_bytes(rec: Record) -> bytes | None:
 def process_record(rec: Record, settings: Settings, extract: Extractor = parse_caption,
                    tile_below: float = 1.0) -> Outcome:
     """Decode, find boxes, write the training image, parse the caption and build the task rows."""
-    if rec.error:
-        return _skip(rec, rec.error)
-    try:
-        data = read_bytes(rec)
-    except FileNotFoundError:
-        return _skip(rec, "missing_file")
-    except OSError:
-        return _skip(rec, "unreadable_file")
-    try:
-        dec = images.decode(data, max_pixels=settings.max_pixels)
-    except images.BadImage as e:
-        return _skip(rec, e.reason, e.size)
+    decoded = read_and_decode(rec, settings)
+    if isinstance(decoded, Outcome):
+        return decoded
+    data, dec = decoded
     h, w = dec.rgb.shape[:2]
     roi = detect_boxes(dec.rgb)
     boxes = [list(map(int, b)) for b in roi.boxes]
@@ -246,37 +241,69 @@ def process_record(rec: Record, settings: Settings, extract: Extractor = parse_c
 
     phash = image_hash(dec.rgb)  # before inpainting, which works on dec.rgb in place
     priority = unit(rec.id, b"sample")
-    shown, train_img, changes = dec.rgb, dec.rgb, [dec.change] if dec.change else []
-    if boxes and settings.inpaint:
-        if priority < tile_below:
-            shown = dec.rgb.copy()  # the report tile puts it beside the training image
-        filled = remove_strokes(dec.rgb, roi.mask, in_place=True)
-        train_img = images.grey_luma(filled, boxes)
-        if train_img is None:
-            train_img = images.decolour_near(filled, roi.mask, in_place=True)
-            changes.insert(0, "inpainted")
-        else:
-            changes[:0] = ["inpainted", "grey"]
-    if changes:
-        payload, ext = images.encode(train_img, lossless=dec.lossless)
-    else:
-        payload, ext = data, dec.ext
+    shown, train_img, changes = training_image(dec, roi.mask, boxes, settings.inpaint,
+                                               keep_shown=priority < tile_below)
+    payload, ext = images.encode(train_img, lossless=dec.lossless) if changes else (data, dec.ext)
     image_path = settings.out / "images" / fanout(rec.id) / f"{file_stem(rec.id)}.{ext}"
     rows = task_rows(id=rec.id, image=str(image_path), width=w, height=h, boxes=boxes, fields=fields)
     if not rows:
         return _skip(rec, "no_task_rows", (w, h), boxes, flags)
-    image_path.parent.mkdir(parents=True, exist_ok=True)
-    # No temp file + rename: only a committed chunk references the image, and a resumed run redoes
-    # (rewrites) every chunk that did not commit.
-    image_path.write_bytes(payload)
+    write_image(image_path, payload)
     modality = fields.modality or "unknown"
-    tile = None
-    if priority < tile_below:
-        jpeg = report.render_tile(shown, boxes, train_img if train_img is not shown else None)
-        tile = Tile(rec.id, priority, modality, base64.b64encode(jpeg).decode())
+    tile = report_tile(rec.id, priority, modality, shown, boxes, train_img) if priority < tile_below else None
     return Outcome(rec.id, _roi_line(rec.id, (w, h), boxes, flags), rows=rows, phash=phash, key=rec.group,
                    source=rec.source or "unknown", modality=modality, filled=fields.filled(),
                    written="+".join(changes) or "original", flags=flags, tile=tile)
+
+
+def read_and_decode(rec: Record, settings: Settings) -> tuple[bytes, images.Decoded] | Outcome:
+    """(the image bytes, the decoded image), or the skip outcome that says why there is none."""
+    if rec.error:
+        return _skip(rec, rec.error)
+    try:
+        data = read_bytes(rec)
+    except FileNotFoundError:
+        return _skip(rec, "missing_file")
+    except OSError:
+        return _skip(rec, "unreadable_file")
+    try:
+        return data, images.decode(data, max_pixels=settings.max_pixels)
+    except images.BadImage as e:
+        return _skip(rec, e.reason, e.size)
+
+
+def training_image(dec: images.Decoded, mask: np.ndarray, boxes: list[list[int]], inpaint: bool,
+                   keep_shown: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(the image as found, the training image, the changes made): with boxes and `inpaint`, the box
+    strokes are filled in (in place) and the image made grey where that is safe. `keep_shown` keeps a
+    copy of the image as found, for the report tile."""
+    shown, train_img, changes = dec.rgb, dec.rgb, [dec.change] if dec.change else []
+    if not (boxes and inpaint):
+        return shown, train_img, changes
+    if keep_shown:
+        shown = dec.rgb.copy()
+    filled = remove_strokes(dec.rgb, mask, in_place=True)
+    train_img = images.grey_luma(filled, boxes)
+    if train_img is None:
+        train_img = images.decolour_near(filled, mask, in_place=True)
+        changes.insert(0, "inpainted")
+    else:
+        changes[:0] = ["inpainted", "grey"]
+    return shown, train_img, changes
+
+
+def write_image(path: Path, payload: bytes) -> None:
+    """The training image file. No temp file + rename: only a committed chunk references the image,
+    and a resumed run redoes (rewrites) every chunk that did not commit."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(payload)
+
+
+def report_tile(id_: str, priority: float, modality: str, shown: np.ndarray, boxes: list[list[int]],
+                train_img: np.ndarray) -> Tile:
+    """The report's before/after picture of one image (the training image only where it differs)."""
+    jpeg = report.render_tile(shown, boxes, train_img if train_img is not shown else None)
+    return Tile(id_, priority, modality, base64.b64encode(jpeg).decode())
 
 
 def _fields(caption: str, extract: Extractor, flags: list[str]) -> CaptionFields:

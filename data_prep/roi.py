@@ -21,16 +21,17 @@ How (vectorised cv2/numpy):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import product
 from statistics import median
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 Box = tuple[int, int, int, int]
-Pen = tuple[float, float, float, float]  # (covered share, width px, contrast, centre) of a side
 CORNERS = {"TL": (1, 1), "TR": (-1, 1), "BL": (1, -1), "BR": (-1, -1)}  # direction each stroke runs
 
 
@@ -95,6 +96,14 @@ class RoiParams:
     lift_window: int = 36
 
 
+class Pen(NamedTuple):
+    """How one side of a box is drawn."""
+    cover: float     # share of the side's length the strokes cover
+    width: float     # stroke width, px
+    contrast: float  # greenness above the local floor
+    centre: float    # centre line across the stroke (sub-pixel)
+
+
 @dataclass(frozen=True)
 class Fragment:
     """One straight run: centre across it (sub-pixel), extent [lo, hi] along it, width, contrast."""
@@ -126,12 +135,12 @@ class Line:
         """Pen of the fragments overlapping [a, b]; the local centre matters when one line holds
         the strokes of several boxes."""
         if self.virtual:
-            return 1.0, 0.0, 0.0, self.pos
+            return Pen(1.0, 0.0, 0.0, self.pos)
         overlap = [max(0, min(b, f.hi) - max(a, f.lo) + 1) for f in self.frags]
         if not any(overlap):
-            return 0.0, 0.0, 0.0, self.pos
-        return (sum(overlap) / (b - a + 1), _wmean([f.thick for f in self.frags], overlap),
-                _wmean([f.strength for f in self.frags], overlap), _wmean([f.pos for f in self.frags], overlap))
+            return Pen(0.0, 0.0, 0.0, self.pos)
+        return Pen(sum(overlap) / (b - a + 1), _wmean([f.thick for f in self.frags], overlap),
+                   _wmean([f.strength for f in self.frags], overlap), _wmean([f.pos for f in self.frags], overlap))
 
 
 def _wmean(values: list[float], weights: list[int]) -> float:
@@ -457,40 +466,52 @@ def rectangles(green: np.ndarray, hl: list[Line], vl: list[Line], maps: dict[str
     g = {k: m.tolist() for k, m in maps.items()}
     margin = p.arm_gap + p.smooth // 2
     found: list[Candidate] = []
-    for i, k in pairs:
-        top, bot = hl[i], hl[k]
-        lefts = [j for j in range(len(vl)) if g["TL"][i][j] and g["BL"][k][j]]
-        rights = [r for r in range(len(vl)) if g["TR"][i][r] and g["BR"][k][r]]
-        for j, r in product(lefts, rights):
-            left, right = vl[j], vl[r]
-            sides = (top, bot, left, right)
-            virtual = sum(s.virtual for s in sides)
-            weak = (g["TL"][i][j] == 1) + (g["TR"][i][r] == 1) + (g["BL"][k][j] == 1) + (g["BR"][k][r] == 1)
-            if right.pos - left.pos < min_side - 1 or virtual > 2 or weak > (0 if virtual > 1 else p.max_weak):
-                continue
-            x1, y1, x2, y2 = centre(left.pos), centre(top.pos), centre(right.pos), centre(bot.pos)
-            mx, my = min(margin, (x2 - x1) // 3), min(margin, (y2 - y1) // 3)
-            pens = [top.pen(x1 + mx, x2 - mx), bot.pen(x1 + mx, x2 - mx),
-                    left.pen(y1 + my, y2 - my), right.pen(y1 + my, y2 - my)]
-            drawn = [pen for pen, s in zip(pens, sides) if not s.virtual]
-            if min(d[0] for d in drawn) < p.min_cover or not one_pen(drawn, p.consistency):
-                continue
-            pen = (1.0, median(d[1] for d in drawn), median(d[2] for d in drawn), 0.0)
-            if (virtual and pen[2] < cut_strength) or not square_corners(green, sides, (x1, y1, x2, y2), pen, p):
-                continue
-            across_v = [n for n in range(len(vl)) if g["VDIR"][i][n] == 1 and g["VDIR"][k][n] == -1]
-            across_h = [n for n in range(len(hl)) if g["HDIR"][n][j] == 1 and g["HDIR"][n][r] == -1]
-            if split(across_v, vl, x1, x2, pen, p, min_side - 1) or split(across_h, hl, y1, y2, pen, p, min_side - 1):
-                continue
-            box = (centre(pens[2][3]), centre(pens[0][3]), centre(pens[3][3]), centre(pens[1][3]))
-            found.append(Candidate(box, sides, pen[1], min(d[2] for d in drawn), weak))
+    for (i, j, k, r), weak in corner_quads(g, pairs, len(vl)):
+        top, bot, left, right = sides = (hl[i], hl[k], vl[j], vl[r])
+        virtual = sum(s.virtual for s in sides)
+        if right.pos - left.pos < min_side - 1 or virtual > 2 or weak > (0 if virtual > 1 else p.max_weak):
+            continue
+        x1, y1, x2, y2 = centre(left.pos), centre(top.pos), centre(right.pos), centre(bot.pos)
+        mx, my = min(margin, (x2 - x1) // 3), min(margin, (y2 - y1) // 3)
+        pens = [top.pen(x1 + mx, x2 - mx), bot.pen(x1 + mx, x2 - mx),
+                left.pen(y1 + my, y2 - my), right.pen(y1 + my, y2 - my)]
+        drawn = [pen for pen, s in zip(pens, sides) if not s.virtual]
+        if min(d.cover for d in drawn) < p.min_cover:
+            continue
+        if not one_pen(drawn, p.consistency):
+            continue
+        pen = Pen(1.0, median(d.width for d in drawn), median(d.contrast for d in drawn), 0.0)
+        if virtual and pen.contrast < cut_strength:
+            continue
+        if not square_corners(green, sides, (x1, y1, x2, y2), pen, p):
+            continue
+        across_v = [n for n in range(len(vl)) if g["VDIR"][i][n] == 1 and g["VDIR"][k][n] == -1]
+        if split(across_v, vl, x1, x2, pen, p, min_side - 1):
+            continue
+        across_h = [n for n in range(len(hl)) if g["HDIR"][n][j] == 1 and g["HDIR"][n][r] == -1]
+        if split(across_h, hl, y1, y2, pen, p, min_side - 1):
+            continue
+        box = (centre(pens[2].centre), centre(pens[0].centre), centre(pens[3].centre), centre(pens[1].centre))
+        found.append(Candidate(box, sides, pen.width, min(d.contrast for d in drawn), weak))
     return found
+
+
+def corner_quads(g: dict[str, list[list[int]]], pairs: list[list[int]], n_vertical: int
+                 ) -> Iterator[tuple[tuple[int, int, int, int], int]]:
+    """Candidate boxes as (top, left, bottom, right) line indices whose four corners match, with how
+    many of those corners are T-shaped (a corner map value of 1)."""
+    for i, k in pairs:
+        lefts = [j for j in range(n_vertical) if g["TL"][i][j] and g["BL"][k][j]]
+        rights = [r for r in range(n_vertical) if g["TR"][i][r] and g["BR"][k][r]]
+        for j, r in product(lefts, rights):
+            weak = (g["TL"][i][j] == 1) + (g["TR"][i][r] == 1) + (g["BL"][k][j] == 1) + (g["BR"][k][r] == 1)
+            yield (i, j, k, r), weak
 
 
 def one_pen(pens: list[Pen], consistency: float) -> bool:
     """Sides agree in contrast (ratio >= consistency). Width is no test: JPEG smears a 1 px
     horizontal stroke to 4-5 px and leaves the vertical ones at 2."""
-    strength = [d[2] for d in pens]
+    strength = [d.contrast for d in pens]
     return min(strength) >= consistency * max(strength)
 
 
@@ -501,7 +522,7 @@ def square_corners(green: np.ndarray, sides: tuple[Line, ...], box: Box, pen: Pe
     top, bot, left, right = sides
     x1, y1, x2, y2 = box
     h, w = green.shape
-    d = int(np.ceil(pen[1] / 2)) + 3
+    d = int(np.ceil(pen.width / 2)) + 3
     for hs, vs, x, y, sx, sy in ((top, left, x1, y1, -1, -1), (top, right, x2, y1, 1, -1),
                                  (bot, left, x1, y2, -1, 1), (bot, right, x2, y2, 1, 1)):
         if hs.virtual or vs.virtual:
@@ -509,7 +530,7 @@ def square_corners(green: np.ndarray, sides: tuple[Line, ...], box: Box, pen: Pe
         inside = int(green[max(0, y - 1):y + 2, max(0, x - 1):x + 2].max())
         oy, ox = min(max(0, y + sy * d), h - 1), min(max(0, x + sx * d), w - 1)
         outside = int(green[max(0, oy - 2):oy + 3, max(0, ox - 2):ox + 3].min())
-        if inside - outside < p.fill_frac * pen[2]:
+        if inside - outside < p.fill_frac * pen.contrast:
             return False
     return True
 

@@ -18,8 +18,9 @@ from typing import Sequence
 
 from data_prep.boxes import area_share, clip_box, location_phrase
 from data_prep.captions import CaptionFields, is_normal_finding
+from medvlm_vocab import REPORT_LABELS
 
-__all__ = ["task_rows", "report_text", "finding_text", "REPORT_LABELS", "REF_LABEL", "LOCATE_ANSWER",
+__all__ = ["task_rows", "report_text", "finding_text", "REF_LABEL", "LOCATE_ANSWER",
            "LOCATE_PROMPTS", "VERIFY_PROMPTS", "DIAGNOSE_PROMPTS", "VERIFY_ANSWER"]
 
 REF_LABEL = "region of interest"
@@ -45,12 +46,6 @@ DIAGNOSE_PROMPTS = (
     "<image>Report on this medical image in a structured format (modality, organ, region, findings, "
     "relation, impression).",
 )
-
-REPORT_LABELS = {
-    "modality": "Modality", "organ": "Organ", "region": "Region", "findings": "Findings",
-    "relation": "Relation", "impression": "Impression",
-}
-
 
 def _pick(options: Sequence[str], id: str, task: str) -> str:
     """A paraphrase chosen by a stable hash of (task, id): varied across rows, same on every run."""

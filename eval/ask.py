@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,11 @@ from PIL import Image
 from data_prep.draw import RED, draw_box
 from data_prep.tasks import DIAGNOSE_PROMPTS, LOCATE_PROMPTS, subject_phrase
 from eval.boxes import pixel_limits, parse_boxes, to_image_space
-from eval.client import DEFAULT_URL, ChatClient, ChatRequest, ChatResult, EndpointError, resolve_model
+from eval.cli import add_endpoint_args
+from eval.client import ChatClient, ChatRequest, ChatResult, EndpointError, resolve_model
 from eval.samples import image_size, render_prompt
 from eval.verify import report_fields, verify_question, yes_probability
-from serve.gateway import API_KEY_ENV
-from swift_ext.families import FAMILIES, get_family
+from medvlm_vocab import FAMILIES, get_family
 
 REVIEW = "needs clinician review"
 ACCEPTED = "diagnosis"
@@ -81,16 +80,12 @@ def draw(image: str, boxes: list[list[float]], out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.ask", description=__doc__.splitlines()[0].split(": ", 1)[1])
     p.add_argument("image", help="image file")
-    p.add_argument("--url", default=DEFAULT_URL, help=f"OpenAI-compatible server (default {DEFAULT_URL})")
-    p.add_argument("--model", default=None, help="served model name (default: the first of GET /v1/models)")
+    add_endpoint_args(p, batch=False)
     p.add_argument("--family", default="qwen2_vl", choices=sorted(FAMILIES), help="model family (default qwen2_vl)")
     p.add_argument("--out", default=None, help="write the image with the predicted boxes here (PNG)")
     p.add_argument("--threshold", type=float, default=0.5, help="P(yes) needed to give a diagnosis (default 0.5)")
-    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
-                   help=f"bearer token, if the server was started with one (default: ${API_KEY_ENV})")
     p.add_argument("--max-pixels", type=int, default=None, help="MAX_PIXELS of the server (Qwen2.5-VL boxes)")
     p.add_argument("--min-pixels", type=int, default=None, help="MIN_PIXELS of the server (Qwen2.5-VL boxes)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
     args = p.parse_args(argv)
     try:
         if not Path(args.image).is_file():

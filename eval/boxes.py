@@ -4,7 +4,7 @@ ms-swift 4.6 writes an `objects` box (`bbox_type: "real"`, original pixels) as
 `<|box_start|>(x1,y1),(x2,y2)<|box_end|>` (swift/template/templates/qwen.py `replace_bbox`, legacy
 QWENVL_BBOX_FORMAT) after `Template.normalize_bbox` rescaled it with `int(round(x / width * S))`:
 S = 1000 for Qwen2-VL and Qwen3-VL (`norm_bbox = 'norm1000'`), S = the size of the image after
-qwen_vl_utils' smart_resize for Qwen2.5-VL (`norm_bbox = 'none'`). swift_ext.families records which
+qwen_vl_utils' smart_resize for Qwen2.5-VL (`norm_bbox = 'none'`). medvlm_vocab records which
 (`bbox_space`). Prompts are rendered here the same way, and answers are mapped back with the inverse,
 so IoU is measured in original pixels.
 """
@@ -18,12 +18,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from data_prep.boxes import Box, clip_box
-from swift_ext.families import Family
+from medvlm_vocab import BOX_END, BOX_START, NORM, REF_END, REF_START, SPATIAL_MERGE_SIZE, Family
 
-SPATIAL_MERGE_SIZE = 2  # qwen_vl_utils: one visual token covers (patch_size * 2)^2 pixels
-BOX_START, BOX_END = "<|box_start|>", "<|box_end|>"
-REF_START, REF_END = "<|object_ref_start|>", "<|object_ref_end|>"
-NORM = 1000
 # qwen_vl_utils 0.0.14 vision_process constants (checked against it in tests/test_eval_boxes.py).
 QWEN_VL_UTILS_DEFAULTS = {"IMAGE_MIN_TOKEN_NUM": 4, "IMAGE_MAX_TOKEN_NUM": 16384}
 MAX_RATIO = 200

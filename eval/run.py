@@ -7,41 +7,33 @@ by as many held-out negatives (eval.verify.negative_rows). The answers are score
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from eval.boxes import PixelLimits, pixel_limits
-from eval.cli import run_main
-from eval.client import DEFAULT_URL, ChatClient, ChatRequest, ChatResult, EndpointError, api_base, resolve_model
+from eval.cli import add_endpoint_args, run_main
+from eval.client import ChatClient, ChatRequest, ChatResult, EndpointError, api_base, resolve_model
 from eval.metrics import java_available
 from eval.report import LABELS, fmt, markdown_table, write_outputs
 from eval.samples import DataError, image_size, load_split, render_prompt
 from eval.score import HEADLINE, evaluate, score_diagnose, score_locate, score_verify
 from eval.trainlogs import read_curves
 from eval.verify import negative_rows
-from serve.gateway import API_KEY_ENV
-from swift_ext.families import FAMILIES, Family, get_family
+from medvlm_vocab import FAMILIES, Family, get_family
 
 MAX_TOKENS = {"locate": 256, "verify": 1, "diagnose": 512}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eval.run", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    p.add_argument("--url", default=DEFAULT_URL, help=f"OpenAI-compatible server (default {DEFAULT_URL})")
+    add_endpoint_args(p)
     p.add_argument("--data", required=True, help="a `python -m data_prep convert` output folder")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--out", required=True, help="output folder for metrics.json, report.md and figures")
     p.add_argument("--family", default="qwen2_vl", choices=sorted(FAMILIES),
                    help="model family: decides the box coordinates (default qwen2_vl)")
-    p.add_argument("--model", default=None, help="served model name (default: the first of GET /v1/models)")
-    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
-                   help=f"bearer token, if the server was started with one (default: ${API_KEY_ENV})")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
-    p.add_argument("--retries", type=int, default=3, help="retries per request on connection errors/5xx (default 3)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="MAX_PIXELS the server resizes images to (Qwen2.5-VL boxes are in resized pixels; "
                         "default: $MAX_PIXELS / $IMAGE_MAX_TOKEN_NUM, else qwen_vl_utils' default)")

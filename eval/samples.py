@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from eval.boxes import PixelLimits, render_box, render_ref, to_model_space
-from swift_ext.families import Family
+from medvlm_vocab import TASKS, Family
 
 _TAG_RE = re.compile(r"(<ref-object>|<bbox>)")
 
@@ -47,7 +47,7 @@ def load_split(data_dir: Path, split: str, limit: int | None = None) -> list[dic
                     raise TypeError("the user message is not text")
             except (ValueError, KeyError, IndexError, TypeError) as e:
                 raise DataError(f"{path}:{n}: not a data_prep task row ({e})") from None
-            if task not in ("locate", "verify", "diagnose"):
+            if task not in TASKS:
                 continue
             if id_ not in ids:
                 if limit is not None and len(ids) >= limit:

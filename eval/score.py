@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from data_prep.tasks import REPORT_LABELS
 from eval.boxes import PixelLimits, parse_boxes, to_image_space
 from eval.client import ChatResult
 from eval.metrics import accuracy, auroc, bleu_scores, cider, matched_iou, mean, meteor, rouge_l
 from eval.verify import yes_probability
-from swift_ext.families import Family
+from medvlm_vocab import REPORT_LABELS, Family
 
 IOU_THRESHOLD = 0.5
 UNKNOWN_MODALITY = "unknown"

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from data_prep.captions import CaptionFields
 from data_prep.ids import unit
-from data_prep.tasks import REPORT_LABELS, VERIFY_PROMPTS, finding_text, regions_phrase, subject_phrase
+from data_prep.tasks import VERIFY_PROMPTS, finding_text, regions_phrase, subject_phrase
+from medvlm_vocab import REPORT_LABELS
 
 YES, NO = "yes", "no"
 _FIELD_OF_LABEL = {label: key for key, label in REPORT_LABELS.items()}

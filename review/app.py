@@ -28,14 +28,14 @@ from PIL import Image
 
 from data_prep.draw import draw_box
 from eval.client import EndpointError, list_models
+from medvlm_vocab import API_KEY_ENV, MAX_IMAGE_PIXELS
 from review.box_editor import (CSS_TEMPLATE, HTML_TEMPLATE, JS_ON_LOAD, boxes_to_text, display_url, editor_value,
                                text_to_boxes)
 from review.decisions import ERROR_CATEGORIES, clean_boxes, comparison_record, correction_row, same_answer, utc_now
-from review.images import MAX_PIXELS, MAX_UPLOAD_BYTES, ImageRejected, ReviewImage, read_image, read_upload
+from review.images import MAX_UPLOAD_BYTES, ImageRejected, ReviewImage, read_image, read_upload
 from review.model import STEPS, Endpoint, ask_model
 from review.store import JUDGEMENTS, PAIRS, append_jsonl, read_json, store_image, write_atomic
 from review.users import Authenticator, UsersFileError, load_users
-from serve.gateway import API_KEY_ENV
 from serve.launch import is_loopback
 
 RED, ORANGE, BLUE = (255, 0, 0), (255, 140, 0), (0, 120, 255)
@@ -61,7 +61,7 @@ class ReviewConfig:
     data_dir: Path | None = None
     split: str = "test"
     max_upload_bytes: int = MAX_UPLOAD_BYTES
-    max_image_pixels: int = MAX_PIXELS
+    max_image_pixels: int = MAX_IMAGE_PIXELS
     timeout: float = 600.0
     authenticator: Authenticator | None = None
     split_images: dict[str, tuple[str, Path]] = field(default_factory=dict)  # id -> (label, path)
@@ -426,7 +426,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-pixels", type=int, default=None, help="the server's MAX_PIXELS (overrides the recipe)")
     p.add_argument("--threshold", type=float, default=0.5, help="P(yes) needed to give a diagnosis")
     p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20)
-    p.add_argument("--max-image-pixels", type=int, default=MAX_PIXELS)
+    p.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per model request")
     return p.parse_args(argv)
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medvlm_vocab import MAX_IMAGE_PIXELS  # the gateway's bound: a bigger image would get 413 there
+
 MAX_UPLOAD_BYTES = 20 * 2**20
-MAX_PIXELS = 40_000_000  # the gateway's MAX_IMAGE_PIXELS default: a bigger image would get 413 there
 _DICOM_MAGIC_OFFSET = 128
 
 
@@ -86,7 +87,7 @@ def _first(value: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-def dicom_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> ReviewImage:
+def dicom_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> ReviewImage:
     """The first frame of a DICOM file as an 8-bit PNG, in the file's own window."""
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -129,7 +130,7 @@ def dicom_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> ReviewImage:
     return ReviewImage(_png(out), ".png", width_px, height, "dicom", f"DICOM {modality}, {note}")
 
 
-def raster_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> ReviewImage:
+def raster_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> ReviewImage:
     """A JPEG or PNG, checked in full (a truncated file is refused, not half-shown)."""
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -158,7 +159,7 @@ def raster_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> ReviewImage:
         raise ImageRejected(f"the image file is damaged or truncated ({e})") from None
 
 
-def read_image(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> ReviewImage:
+def read_image(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> ReviewImage:
     """Dispatch on content, never on the file name: DICOM by its 'DICM' marker, else JPEG/PNG."""
     if len(data) > max_bytes:
         raise ImageRejected(f"the file has {len(data)} bytes, the limit is {max_bytes}")
@@ -169,7 +170,8 @@ def read_image(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: in
     return raster_image(data, max_pixels=max_pixels)
 
 
-def read_upload(path: str | Path, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> ReviewImage:
+def read_upload(path: str | Path, *, max_bytes: int = MAX_UPLOAD_BYTES,
+                max_pixels: int = MAX_IMAGE_PIXELS) -> ReviewImage:
     """An uploaded file: the size is checked before a byte is read."""
     size = Path(path).stat().st_size
     if size > max_bytes:

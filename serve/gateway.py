@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import ClientConnectionError, ClientSession, ClientTimeout, web
 from PIL import Image, UnidentifiedImageError
 
-API_KEY_ENV = "MEDVLM_API_KEY"
+from medvlm_vocab import API_KEY_ENV, MAX_IMAGE_PIXELS, MAX_N, MAX_REQUEST_MB
 _DATA_URL = re.compile(r"data:([^;,]*)(;base64)?,(.*)", re.DOTALL)
 # An OpenAI chat request is about 6 levels deep (messages -> content -> part -> image_url -> url);
 # tool schemas add a few more. Deeper bodies are rejected before the backend parses them again.
@@ -127,7 +127,7 @@ def check_n(body: dict[str, Any], max_n: int) -> None:
         raise Rejected(400, f"field 'n' must be an integer from 1 to {max_n} (this server's bound)")
 
 
-def check_chat_request(raw: bytes, *, max_pixels: int, allow_local: bool, max_n: int = 8) -> None:
+def check_chat_request(raw: bytes, *, max_pixels: int, allow_local: bool, max_n: int = MAX_N) -> None:
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -157,7 +157,7 @@ def authorised(request: web.Request, api_key: str | None) -> bool:
 
 
 def make_app(backend: str, *, api_key: str | None, max_request_bytes: int, max_pixels: int,
-             allow_local: bool, timeout_s: float, max_n: int = 8) -> web.Application:
+             allow_local: bool, timeout_s: float, max_n: int = MAX_N) -> web.Application:
     @web.middleware
     async def guard(request: web.Request, handler):
         if request.path != "/health" and not authorised(request, api_key):
@@ -214,10 +214,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--backend", required=True, help="URL of swift deploy, e.g. http://127.0.0.1:8001")
-    parser.add_argument("--max-request-mb", type=float, default=16)
-    parser.add_argument("--max-image-pixels", type=int, default=40_000_000)
+    parser.add_argument("--max-request-mb", type=float, default=MAX_REQUEST_MB)
+    parser.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS)
     parser.add_argument("--allow-local-images", action="store_true")
-    parser.add_argument("--max-n", type=int, default=8, help="most choices (`n`) one request may ask for")
+    parser.add_argument("--max-n", type=int, default=MAX_N, help="most choices (`n`) one request may ask for")
     parser.add_argument("--timeout", type=float, default=600, help="seconds one request may take")
     args = parser.parse_args(argv)
     Image.MAX_IMAGE_PIXELS = max(args.max_image_pixels, Image.MAX_IMAGE_PIXELS or 0)

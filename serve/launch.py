@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from serve.gateway import API_KEY_ENV
+from medvlm_vocab import API_KEY_ENV, FAMILIES, MAX_IMAGE_PIXELS, MAX_N, MAX_REQUEST_MB, client_host, get_family
 
 LOOPBACK_NAMES = {"localhost"}
 _UVICORN = re.compile(r"Uvicorn running on https?://[^:\s]+:(\d+)")
@@ -111,9 +111,10 @@ def read_state(state_dir: Path) -> dict | None:
 
 
 def backend_command(args: argparse.Namespace, port: int) -> list[str]:
-    family = args.family
-    cmd = [str(args.swift), "deploy", str(args.recipe), "--model", str(args.model), "--model_type", family,
-           "--template", family.removesuffix("_moe"), "--infer_backend", args.backend,
+    family = get_family(args.family)
+    cmd = [str(args.swift), "deploy", str(args.recipe), "--model", str(args.model),
+           "--model_type", family.swift_model_type, "--template", family.swift_template,
+           "--infer_backend", args.backend,
            "--host", "127.0.0.1", "--port", str(port)]
     return cmd + (["--served_model_name", args.served_name] if args.served_name else [])
 
@@ -178,7 +179,7 @@ def start(args: argparse.Namespace) -> None:
     for log in logs.values():
         log.unlink(missing_ok=True)
     procs = {"backend": spawn(backend_command(args, free_port()), logs["backend"], backend_env(args, state_dir))}
-    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    url = f"http://{client_host(args.host)}:{args.port}"
     pgids, started = [procs["backend"].pid], time.monotonic()
     # Recorded at once, so `make stop` finds the processes even if this launcher is killed while waiting.
     (state_dir / "server.json").write_text(json.dumps({"url": url, "pgids": pgids}))
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("start")
     run.add_argument("--model", required=True, type=Path)
-    run.add_argument("--family", default="qwen2_vl")
+    run.add_argument("--family", default="qwen2_vl", choices=sorted(FAMILIES))
     run.add_argument("--backend", default="vllm", choices=["vllm", "transformers"])
     run.add_argument("--recipe", type=Path, default=Path("recipes/serve/tiny-cpu.yaml"))
     run.add_argument("--swift", type=Path, default=Path(".venv-serve/bin/swift"))
@@ -228,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=8000)
     run.add_argument("--served-name", default="medvlm")
     run.add_argument("--media-dir", help="the one folder local image paths may point into (default: none)")
-    run.add_argument("--max-request-mb", type=float, default=16)
-    run.add_argument("--max-image-pixels", type=int, default=40_000_000)
-    run.add_argument("--max-n", type=int, default=8, help="most choices (`n`) one request may ask for")
+    run.add_argument("--max-request-mb", type=float, default=MAX_REQUEST_MB)
+    run.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS)
+    run.add_argument("--max-n", type=int, default=MAX_N, help="most choices (`n`) one request may ask for")
     run.add_argument("--timeout", type=float, default=900, help="seconds to wait for the server")
     for p in (run, sub.add_parser("stop")):
         p.add_argument("--state-dir", type=Path, default=Path("output/serve"))

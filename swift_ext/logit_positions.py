@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from swift_ext.spans import IGNORE
+from medvlm_vocab import IGNORE_INDEX
 
 
 def supervised_logit_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -21,14 +21,14 @@ def supervised_logit_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torc
 
     labels [B, L] (causal alignment: logit (b, t) predicts labels[b, t + 1]). Returns
     - rows [n], positions [n]: the n logits whose next label is supervised, in row-major order;
-    - packed [1, n + 1]: IGNORE, then those n labels. A logit tensor [1, n + 1, V] made of the n
+    - packed [1, n + 1]: IGNORE_INDEX, then those n labels. A logit tensor [1, n + 1, V] made of the n
       gathered logits plus any last row (never read) then pairs logit k with packed label k + 1 under the
       usual shift-by-one, exactly the (logit, label) pairs of the full [B, L] grid, as one packed row.
     """
     if labels.dim() != 2:
         raise ValueError(f"labels must be [batch, length], got {tuple(labels.shape)}")
-    rows, positions = (labels[:, 1:] != IGNORE).nonzero(as_tuple=True)
-    packed = torch.cat([labels.new_full((1,), IGNORE), labels[rows, positions + 1]])[None]
+    rows, positions = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
+    packed = torch.cat([labels.new_full((1,), IGNORE_INDEX), labels[rows, positions + 1]])[None]
     return rows, positions, packed
 
 
@@ -73,7 +73,7 @@ def supervised_logits(model: torch.nn.Module, inputs: dict, logits_at: torch.Ten
 def packed_token_loss(logits: torch.Tensor, packed: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
     """Plain SFT's token cross-entropy on packed logits: summed over the n labels, divided by
     num_items_in_batch when the trainer gives it (what swift's default SFT loss computes), else by n."""
-    loss = torch.nn.functional.cross_entropy(logits[0, :-1].float(), packed[0, 1:], ignore_index=IGNORE,
+    loss = torch.nn.functional.cross_entropy(logits[0, :-1].float(), packed[0, 1:], ignore_index=IGNORE_INDEX,
                                              reduction="sum")
-    n = num_items_in_batch if num_items_in_batch is not None else (packed != IGNORE).sum()
+    n = num_items_in_batch if num_items_in_batch is not None else (packed != IGNORE_INDEX).sum()
     return loss / torch.as_tensor(n, device=loss.device).clamp(min=1)

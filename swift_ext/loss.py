@@ -10,13 +10,14 @@ import torch
 from swift.loss import BaseLoss
 from swift.utils import get_env_args
 
+from medvlm_vocab import IGNORE_INDEX, MED_BATCH_FILL
 from swift_ext.models import UNCERTAINTY_MODULE
-from swift_ext.multitask_loss import TASKS, LossConfig, multitask_loss
-from swift_ext.spans import IGNORE
+from swift_ext.multitask_loss import LossConfig, multitask_loss
 
 
 def loss_config_from_env() -> LossConfig:
-    """Loss knobs from the recipe's ENV block (swift's convention for plugin options)."""
+    """Loss knobs from the recipe's ENV block (swift's convention for plugin options); the template reads
+    finding_weight from here too, so one place reads each variable."""
     defaults = LossConfig()
     return LossConfig(
         focal_alpha=get_env_args("MEDVLM_FOCAL_ALPHA", float, defaults.focal_alpha),
@@ -40,9 +41,9 @@ def find_uncertainty(model: torch.nn.Module) -> torch.nn.Module:
 
 def label_grids(med: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """Scatter the template's per-label-token annotations back onto the [B, L] label grid."""
-    mask = labels != IGNORE
+    mask = labels != IGNORE_INDEX
     grids = {}
-    for key, fill in (("med_task", 0), ("med_weight", 1.0), ("med_decision", -1), ("med_sample", 0)):
+    for key, fill in MED_BATCH_FILL.items():
         values = med[key].to(labels.device)
         grid = torch.full(labels.shape, fill, dtype=values.dtype, device=labels.device)
         grid[mask] = values

@@ -4,7 +4,7 @@
 Why a model type: the s_i must be trained with the adapter, saved with it and restored on resume.
 Registering them as a submodule of the model lets PEFT do all three through `--modules_to_save
 med_task_uncertainty`, with no trainer or optimizer hooks. Serving does not need them: after
-merging, the checkpoint is loaded as the plain family (`swift_ext.families`).
+merging, the checkpoint is loaded as the plain family (`medvlm_vocab`).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 from swift.model import MODEL_MAPPING
 from swift.model.register import register_model
 
-from swift_ext.families import FAMILIES
-from swift_ext.multitask_loss import TASKS, TaskUncertainty
+from medvlm_vocab import FAMILIES, TASKS
+from swift_ext.multitask_loss import TaskUncertainty
 
 UNCERTAINTY_MODULE = "med_task_uncertainty"
 

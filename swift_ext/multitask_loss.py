@@ -1,7 +1,7 @@
 """Loss math for locate / verify / diagnose: per-token losses, focal decision loss, learned task weights.
 
 Pure torch (no swift imports) so it is tested on its own; `swift_ext.loss` feeds it the template's
-per-label-token annotations.
+per-label-token annotations. Task ids and IGNORE_INDEX are medvlm_vocab's.
 
 Conventions shared by every function here:
 - labels are aligned like transformers' causal-LM labels (the logit at position t predicts
@@ -21,9 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -100
-TASKS = ("locate", "verify", "diagnose")
-LOCATE, VERIFY, DIAGNOSE = 1, 2, 3  # task ids in the token map; 0 = a position without loss
+from medvlm_vocab import DIAGNOSE, IGNORE_INDEX, TASKS
 
 
 @dataclass(frozen=True)

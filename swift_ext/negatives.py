@@ -11,12 +11,12 @@ from typing import Any, Literal
 
 import torch
 
-from swift_ext.spans import IGNORE, shift, splice
+from medvlm_vocab import IGNORE_INDEX, NO_TASK, VERIFY
+from swift_ext.spans import shift, splice
 
-VERIFY = 2
 Mode = Literal["image", "finding"]
 # Per-position arrays of an encoded sample and the value a newly inserted prompt token gets.
-_PROMPT_FILL = {"labels": IGNORE, "task": 0, "weight": 1.0, "decision": -1, "loss_scale": 0.0}
+_PROMPT_FILL = {"labels": IGNORE_INDEX, "task": NO_TASK, "weight": 1.0, "decision": -1, "loss_scale": 0.0}
 
 
 def negative_modes(sample: dict[str, Any], partner: dict[str, Any]) -> list[Mode]:
@@ -59,7 +59,7 @@ def make_negative(sample: dict[str, Any], partner: dict[str, Any], mode: Mode, *
 
     for pos, task in enumerate(arrays["task"]):
         if task != VERIFY:
-            arrays["labels"][pos] = IGNORE
+            arrays["labels"][pos] = IGNORE_INDEX
             arrays["task"][pos] = 0
             arrays["weight"][pos] = 1.0
             if "loss_scale" in arrays:

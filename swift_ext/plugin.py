@@ -2,6 +2,12 @@
 
 swift imports this file by path (also when infer/export/deploy re-read args.json), so it puts the
 project root on sys.path and registers everything medvlm adds to swift's registries.
+
+The data path of one training step (names from medvlm_vocab):
+1. templates.py `annotate`: each encoded row gets per-token task ids, weights, verify decisions;
+2. negatives.py (from the template's collator): a share of verify rows become "no" samples;
+3. templates.py `compute_sft_loss`: the annotations ride on the model outputs (`outputs["med"]`);
+4. loss.py (`--loss_type med_multitask`) scatters them onto the labels -> multitask_loss.py's math.
 """
 import sys
 from pathlib import Path

@@ -19,7 +19,7 @@ import torch
 import yaml
 from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig, PretrainedConfig
 
-from swift_ext.families import Family, get_family
+from medvlm_vocab import Family, get_family
 from swift_ext.tiny_models import (EMITTABLE_SPECIALS, FIRST_SPECIAL_ID, build_processor, build_tokenizer,
                                    random_model, read_corpus, train_bpe)
 

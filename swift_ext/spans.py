@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-IGNORE = -100
+from medvlm_vocab import IGNORE_INDEX
 
 
 def label_runs(labels: Sequence[int]) -> list[tuple[int, int]]:
@@ -18,9 +18,9 @@ def label_runs(labels: Sequence[int]) -> list[tuple[int, int]]:
     runs: list[tuple[int, int]] = []
     start = None
     for i, label in enumerate(labels):
-        if label != IGNORE and start is None:
+        if label != IGNORE_INDEX and start is None:
             start = i
-        elif label == IGNORE and start is not None:
+        elif label == IGNORE_INDEX and start is not None:
             runs.append((start, i))
             start = None
     if start is not None:

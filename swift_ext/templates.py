@@ -25,14 +25,12 @@ from swift.template import register_template
 from swift.template.templates.qwen import Qwen2_5VLTemplate, Qwen2VLTemplate, Qwen3VLTemplate, QwenTemplateMeta
 from swift.utils import get_env_args
 
-from data_prep.tasks import REPORT_LABELS
+from medvlm_vocab import IGNORE_INDEX, KEEP_KEY, MED_BATCH_KEYS, NO_TASK, REPORT_LABELS, TASK_IDS
 from swift_ext.logit_positions import packed_token_loss, supervised_logits, trim_to_supervised
+from swift_ext.loss import loss_config_from_env
 from swift_ext.negatives import make_negative, negative_modes
-from swift_ext.spans import IGNORE, char_spans_to_tokens, find_last, label_runs
+from swift_ext.spans import char_spans_to_tokens, find_last, label_runs
 
-TASK_IDS = {"locate": 1, "verify": 2, "diagnose": 3}
-MED_BATCH_KEYS = ("med_task", "med_weight", "med_decision", "med_sample")
-KEEP_KEY = "med_logits_at"  # swift_ext.logit_positions: (rows, positions) of the logits a loss reads
 _PHRASE_PREFIXES = tuple(f"{REPORT_LABELS[k]}: " for k in ("findings", "impression"))
 
 
@@ -54,7 +52,7 @@ class MedTemplateMixin:
         super().init_env_args()
         self.negative_ratio = get_env_args("MEDVLM_NEGATIVE_RATIO", float, 0.3)
         self.negative_seed = get_env_args("MEDVLM_NEGATIVE_SEED", int, 0)
-        self.finding_weight = get_env_args("MEDVLM_FINDING_WEIGHT", float, 2.0)
+        self.finding_weight = loss_config_from_env().finding_weight
         self.supervised_logits = get_env_args("MEDVLM_SUPERVISED_LOGITS", bool, True)
         self._collate_calls = 0
 
@@ -79,7 +77,7 @@ class MedTemplateMixin:
         if len(runs) != len(tasks) or any(t not in TASK_IDS for t in tasks):
             raise ValueError(f"row {extra.get('id')!r}: {len(runs)} answers but tasks={tasks}; every "
                              "assistant turn needs its task (train with --remove_unused_columns false)")
-        task = [0] * len(ids)
+        task = [NO_TASK] * len(ids)
         weight = [1.0] * len(ids)
         decision = [-1] * len(ids)
         verify_pos, finding = None, None
@@ -138,7 +136,7 @@ class MedTemplateMixin:
         batch = self.add_negatives([dict(b) for b in batch])
         med = [b.pop("med") for b in batch]
         # Before collating: padding_free (and packing) replace `batch` in place by one packed row.
-        label_mask = [torch.tensor(b["labels"]) != IGNORE for b in batch]
+        label_mask = [torch.tensor(b["labels"]) != IGNORE_INDEX for b in batch]
         res = super()._data_collator(batch, padding_to=padding_to)
         res["med_task"] = torch.cat([torch.tensor(m["task"])[k] for m, k in zip(med, label_mask)])
         res["med_weight"] = torch.cat([torch.tensor(m["weight"], dtype=torch.float32)[k] for m, k in zip(med, label_mask)])

@@ -24,7 +24,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 from transformers import (AutoConfig, AutoModelForImageTextToText, GenerationConfig, PreTrainedModel,
                           ProcessorMixin, Qwen2Tokenizer)
 
-from swift_ext.families import TINY_FAMILIES, Family, get_family
+from medvlm_vocab import TINY_FAMILIES, Family, get_family
 
 FIRST_SPECIAL_ID = 151643
 SPECIAL_TOKENS = (

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from data_prep.captions import FIELD_NAMES, CaptionFields, is_normal_finding, normalize_modality, parse_caption
 from data_prep.llm_extract import LlmExtractor, _endpoint
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 from tests.fake_openai import FakeServer, completion
 
 CT_BRAIN = (
@@ -151,7 +155,13 @@ def test_filled_and_as_dict() -> None:
 
 
 def test_deterministic() -> None:
-    assert [parse_caption(c) for c, _ in CASES] == [parse_caption(c) for c, _ in CASES]
+    """The same fields in another process with another hash seed (set and dict order, module state)."""
+    script = ("import dataclasses, json, sys; from data_prep.captions import parse_caption; "
+              "print(json.dumps([dataclasses.asdict(parse_caption(c)) for c in json.load(sys.stdin)]))")
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT)}
+    other = subprocess.run([sys.executable, "-c", script], input=json.dumps([c for c, _ in CASES]), env=env,
+                           capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert [parse_caption(c) for c, _ in CASES] == [CaptionFields(**f) for f in json.loads(other)]
 
 
 @pytest.mark.parametrize("text,modality", [

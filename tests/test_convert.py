@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.roi_detector import scene
 from data_prep.boxes import box_iou
 from data_prep.convert import main as convert
 from data_prep.images import grey_luma
 from data_prep.process import Settings, process_record
 from data_prep.roi import detect_boxes
+from data_prep.roi_scenes import scene
 from data_prep.sources import Record
 from data_prep.splits import split_of
 from data_prep.synth import synthetic_row, write_demo_parquet
@@ -264,7 +264,6 @@ def test_cli_dispatch(tmp_path: Path) -> None:
     assert ratio.returncode == 2 and "must be in" in ratio.stderr and "Traceback" not in ratio.stderr
 
 
-@pytest.mark.skipif(not SAMPLE.exists(), reason="bundled sample not generated yet")
 def test_bundled_sample_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "sample"
     assert convert(["--source", str(SAMPLE), "--out", str(out), "--workers", "2"]) == 0
@@ -314,7 +313,7 @@ def test_extract_with_an_openai_compatible_endpoint(stream: tuple[Path, list[dic
     try:
         out = tmp_path / "llm"
         url = f"http://127.0.0.1:{server.server_port}/v1"
-        assert convert(["--source", str(stream[0]), "--out", str(out), "--workers", "0", "--limit", "6",
+        assert convert(["--source", str(stream[0]), "--out", str(out), "--workers", "2", "--limit", "6",
                         "--extract-with", url, "--extract-model", "m"]) == 0
     finally:
         server.shutdown()

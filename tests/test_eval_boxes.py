@@ -13,7 +13,7 @@ from data_prep.tasks import task_rows
 from eval.boxes import (PixelLimits, coordinate_space, parse_boxes, pixel_limits, render_box, render_ref,
                         resized_size, to_image_space, to_model_space)
 from eval.samples import render_prompt
-from swift_ext.families import FAMILIES, TINY_FAMILIES
+from medvlm_vocab import FAMILIES, TINY_FAMILIES
 
 QWEN2, QWEN25, QWEN3 = FAMILIES["qwen2_vl"], FAMILIES["qwen2_5_vl"], FAMILIES["qwen3_vl"]
 W, H = 416, 398  # non-square

@@ -18,7 +18,8 @@ from eval import ask, compare
 from eval import run as eval_run
 from eval.boxes import render_box, render_ref, to_model_space
 from eval.client import ChatClient, ChatRequest, EndpointError, list_models, resolve_model
-from swift_ext.families import FAMILIES
+from eval.trainlogs import read_curves
+from medvlm_vocab import FAMILIES
 from tests.conftest import free_port
 from tests.fake_openai import FakeServer, Responder, completion
 
@@ -236,6 +237,36 @@ def test_run_when_every_request_fails(serve, dataset, tmp_path, capsys):
     server = serve(lambda p: (400, {"message": "bad image"}))
     code = eval_run.main(["--url", server.url, "--data", str(data), "--out", str(tmp_path / "o"), "--limit", "1"])
     assert code == 2 and "every request failed; the first: HTTP 400: bad image" in capsys.readouterr().err
+
+
+def test_read_curves_skips_the_end_of_run_summary(tmp_path):
+    curves = read_curves(write_trainer_log(tmp_path / "sft"))
+    assert curves["loss_locate"] == [(s, 2.0 - s / 8) for s in range(1, 5)]  # not the summary's 9.9 at step 4
+    assert [step for step, _ in curves["loss"]] == [1, 2, 3, 4]
+    assert set(curves) == {"loss", "loss_locate", "loss_verify", "loss_diagnose", "weight_locate", "weight_verify",
+                           "weight_diagnose", "log_var_locate"}
+
+
+def write_metrics(folder: Path, **overall: float) -> str:
+    folder.mkdir()
+    metrics = {"run": {"model": folder.name, "split": "test"}, "overall": {"counts": {"images": 4}, **overall}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return str(folder)
+
+
+def test_compare_signs_each_delta_by_the_metric_direction(tmp_path, capsys):
+    a = write_metrics(tmp_path / "a", iou_acc50=0.5, malformed_rate=0.25, bleu_4=10.0)
+    b = write_metrics(tmp_path / "b", iou_acc50=0.75, malformed_rate=0.5, bleu_4=7.5)
+    assert compare.main([a, b]) == 0
+    printed = capsys.readouterr().out
+    assert "| ROI Acc@0.5 | 0.500 | 0.750 | +0.250 (better) |" in printed
+    assert "| Malformed rate | 0.250 | 0.500 | +0.250 (worse) |" in printed  # lower is better
+    assert "| BLEU-4 | 10.00 | 7.50 | -2.50 (worse) |" in printed
+    assert "| CIDEr | n/a | n/a | n/a |" in printed
+    assert compare.main([b, a]) == 0
+    printed = capsys.readouterr().out
+    assert "| ROI Acc@0.5 | 0.750 | 0.500 | -0.250 (worse) |" in printed
+    assert "| Malformed rate | 0.500 | 0.250 | -0.250 (better) |" in printed
 
 
 def test_compare_reports_a_missing_run(tmp_path, capsys):

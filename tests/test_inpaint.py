@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.roi_detector import GREENS, border_box, scene
 from data_prep.inpaint import remove_strokes
 from data_prep.roi import detect_boxes
+from data_prep.roi_scenes import GREENS, border_box, scene
 
 DILATE = 2
 SCENES = {

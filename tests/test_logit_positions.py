@@ -4,14 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from medvlm_vocab import IGNORE_INDEX, KEEP_KEY, MED_BATCH_KEYS
 from swift_ext.logit_positions import (packed_token_loss, supervised_logit_positions, supervised_logits,
                                        trim_to_supervised)
 from swift_ext.loss import label_grids
 from swift_ext.multitask_loss import LossConfig, TaskUncertainty, multitask_loss
-from swift_ext.templates import KEEP_KEY, MED_BATCH_KEYS
 from tests.test_med_template import make_template, sample_rows  # noqa: F401  (fixture)
 
-IGNORE = -100
+IGNORE = IGNORE_INDEX
 
 
 def test_positions_and_labels_by_hand():

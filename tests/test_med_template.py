@@ -11,11 +11,10 @@ import torch
 
 from data_prep.captions import parse_caption
 from data_prep.tasks import multitask_row, task_rows
-from swift_ext.families import FAMILIES, TINY_FAMILIES
-from swift_ext.templates import KEEP_KEY
+from medvlm_vocab import FAMILIES, IGNORE_INDEX, KEEP_KEY, TINY_FAMILIES
 from tests.conftest import ROOT, SAMPLE
 
-IGNORE = -100
+IGNORE = IGNORE_INDEX
 MANIFEST = ROOT / "data" / "sample" / "manifest.jsonl"
 
 

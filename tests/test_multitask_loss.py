@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from swift_ext.multitask_loss import (DIAGNOSE, IGNORE_INDEX, LOCATE, TASKS, VERIFY, LossConfig, TaskUncertainty,
-                                      decision_loss, multitask_loss)
+from medvlm_vocab import DIAGNOSE, IGNORE_INDEX, LOCATE, TASKS, VERIFY
+from swift_ext.multitask_loss import LossConfig, TaskUncertainty, decision_loss, multitask_loss
 
 V, YES, NO = 11, 3, 4
 UNIT_LOG_VAR = -math.log(2.0)  # 0.5 * exp(-s) == 1: the uncertainty weighting becomes the identity

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.roi_detector import (BACKGROUNDS, GREENS, background, border_box, clip_to_pixels, jpeg,
-                                reference_boxes, reference_detect, scene)
 from data_prep.boxes import box_iou
 from data_prep.roi import RoiParams, detect_boxes
+from data_prep.roi_scenes import (BACKGROUNDS, GREENS, background, border_box, clip_to_pixels, jpeg,
+                                 reference_boxes, reference_detect, scene)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 CLEAN_TOL = 1  # px, corner error on lossless images
@@ -214,9 +214,7 @@ def test_reference_takes_a_green_cast_for_a_box() -> None:
 
 
 def _sample_rows() -> list[tuple[str, np.ndarray, list[tuple[int, int, int, int]]]]:
-    parquet, manifest = SAMPLE / "medtrinity_sample.parquet", SAMPLE / "manifest.jsonl"
-    if not parquet.exists() or not manifest.exists():
-        pytest.skip("data/sample/medtrinity_sample.parquet not built")
+    parquet, manifest = SAMPLE / "medtrinity_sample.parquet", SAMPLE / "manifest.jsonl"  # committed
     import pyarrow.parquet as pq
     from PIL import Image
 

@@ -6,11 +6,14 @@ behind the medvlm gateway, serving the tiny checkpoint after SFT, DPO and merge.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import pytest
 from PIL import Image
 from safetensors import safe_open
 
+from medvlm_vocab import API_KEY_ENV
 from serve.launch import group_alive
 from tests.conftest import ROOT, free_port, run_make
 
@@ -134,6 +138,7 @@ def test_malformed_requests_get_4xx_and_server_keeps_serving(server, image):
 def test_api_key_required_when_set(server, image):
     """With API_KEY every route but /health needs it; without one (loopback only) none is asked."""
     url = f"http://127.0.0.1:{server['port']}"
+    assert httpx.get(f"{url}/health").status_code == 200
     bare = httpx.post(f"{url}/v1/chat/completions", json=chat(image), timeout=300)
     wrong = httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer nope"})
     if server["key"]:
@@ -172,15 +177,13 @@ def test_refuses_non_loopback_host_without_api_key(tmp_path):
     assert not (tmp_path / "state").exists()
 
 
-@pytest.fixture()
-def gateway_on_fake_backend():
-    """The real gateway process (`python -m serve.gateway`, MAX_N 2) in front of a fake OpenAI backend."""
-    from tests.fake_openai import FakeServer, completion
-
-    backend = FakeServer(lambda payload: completion("ok"))
+@contextlib.contextmanager
+def gateway(backend_url: str, api_key: str = "") -> Iterator[str]:
+    """The real gateway process (`python -m serve.gateway`, MAX_N 2) in front of `backend_url`."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "serve.gateway", "--port", str(port), "--backend", backend.url,
-                             "--max-n", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, API_KEY_ENV: api_key}
+    proc = subprocess.Popen([sys.executable, "-m", "serve.gateway", "--port", str(port), "--backend", backend_url,
+                             "--max-n", "2"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -191,10 +194,50 @@ def gateway_on_fake_backend():
     else:
         proc.kill()
         pytest.fail(f"gateway did not start: {proc.stderr.read().decode()[-2000:]}")
-    yield url, backend
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def gateway_on_fake_backend():
+    """The gateway in front of a fake OpenAI backend that answers "ok"."""
+    from tests.fake_openai import FakeServer, completion
+
+    backend = FakeServer(lambda payload: completion("ok"))
+    with gateway(backend.url) as url:
+        yield url, backend
     backend.close()
+
+
+def test_gateway_asks_every_route_but_health_for_the_key():
+    """The key is the gateway's, whatever backend serves behind it."""
+    from tests.fake_openai import FakeServer, completion
+
+    backend = FakeServer(lambda payload: completion("ok"))
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        with gateway(backend.url, api_key="k") as url:
+            assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+            for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "k"}):
+                assert httpx.get(f"{url}/v1/models", headers=headers, timeout=30).status_code == 401
+                assert httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers,
+                                  timeout=30).status_code == 401
+            assert backend.payloads == []
+            good = {"Authorization": "Bearer k"}
+            assert httpx.post(f"{url}/v1/chat/completions", json=body, headers=good, timeout=30).status_code == 200
+    finally:
+        backend.close()
+
+
+def test_gateway_answers_502_when_the_backend_is_down():
+    with gateway(f"http://127.0.0.1:{free_port()}") as url:
+        response = httpx.post(f"{url}/v1/chat/completions",
+                              json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+        assert response.status_code == 502 and "not answering" in response.json()["message"]
+        assert httpx.get(f"{url}/v1/models", timeout=30).status_code == 502
 
 
 def test_deeply_nested_json_gets_400_not_500(gateway_on_fake_backend):

@@ -99,7 +99,12 @@ def test_make_sft_resume_and_infer(tmp_path):
     s2 = log_vars(out / "checkpoint-2")
     assert (s2 != 0).all(), "the task weights are learned and saved with the adapter"
 
+    first_run = len(logs)
     run_make("sft", f"DATA={data}", f"OUTPUT={out}", "RESUME=1", f"SFT_ARGS=--max_steps 4 {fast}")
+    resumed = [json.loads(line) for line in (out / "logging.jsonl").read_text().splitlines()[first_run:]]
+    steps = [int(str(e["global_step/max_steps"]).split("/")[0]) for e in resumed
+             if "loss_locate" in e and "train_runtime" not in e]
+    assert steps == [3, 4], f"the resumed run logs from step 3 on, not from 1: {steps}"
     s4 = log_vars(out / "checkpoint-4")
     # Adam moves each s_i by about lr per step in a steady direction: restored weights keep going,
     # weights reset to 0 on resume would end near s2 instead.

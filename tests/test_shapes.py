@@ -9,8 +9,8 @@ import torch
 import yaml
 from PIL import Image
 
+from medvlm_vocab import get_family
 from swift_ext import shapes
-from swift_ext.families import get_family
 from swift_ext.shapes import count_parameters, load_shape, recipe_image_tokens, shape_config, shape_names
 from swift_ext.tiny_models import FIRST_SPECIAL_ID, SPECIAL_TOKENS
 from tests.conftest import ROOT, SAMPLE

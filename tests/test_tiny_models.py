@@ -12,7 +12,7 @@ import torch
 import yaml
 from PIL import Image
 
-from swift_ext.families import FAMILIES, TINY_FAMILIES
+from medvlm_vocab import FAMILIES, TINY_FAMILIES
 from swift_ext.tiny_models import EMITTABLE_SPECIALS, FIRST_SPECIAL_ID, SPECIAL_TOKENS, write_checkpoint
 from tests.conftest import ROOT, SAMPLE
 

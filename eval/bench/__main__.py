@@ -9,7 +9,6 @@ run succeeds.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -20,10 +19,9 @@ from eval.bench import loaders, report
 from eval.bench.loaders import BenchItem
 from eval.bench.published import BENCHMARKS
 from eval.bench.scoring import OPEN_METRICS, score
-from eval.cli import run_main
-from eval.client import DEFAULT_URL, ChatClient, ChatRequest, ChatResult, EndpointError, api_base, resolve_model
+from eval.cli import add_endpoint_args, run_main
+from eval.client import ChatClient, ChatRequest, ChatResult, EndpointError, api_base, resolve_model
 from eval.samples import DataError
-from serve.gateway import API_KEY_ENV
 
 MEDEVALKIT = "alibaba-damo-academy/MedEvalKit at commit 9b12e3b (2026-02-24), rule-based mode (use_llm_judge=False)"
 RULES = {
@@ -49,13 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", required=True, choices=BENCHMARKS)
     p.add_argument("--data", required=True, help="local copy of the benchmark in its release layout (docs/eval.md)")
     p.add_argument("--out", default=None, help="output folder (default eval/results/bench/BENCHMARK)")
-    p.add_argument("--url", default=DEFAULT_URL, help=f"OpenAI-compatible server (default {DEFAULT_URL})")
-    p.add_argument("--model", default=None, help="served model name (default: the first of GET /v1/models)")
-    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
-                   help=f"bearer token, if the server was started with one (default: ${API_KEY_ENV})")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
-    p.add_argument("--retries", type=int, default=3, help="retries per request on connection errors/5xx (default 3)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
+    add_endpoint_args(p)
     p.add_argument("--max-tokens", type=int, default=1024,
                    help="answer length cap (default 1024, MedEvalKit's eval.py default; greedy decoding)")
     p.add_argument("--limit", type=int, default=None, help="score only the first N questions (a smoke test)")
