@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.lesion_task import lesions  # noqa: E402
+from bench.text_probe import decision_step  # noqa: E402
 from eval.metrics import auroc  # noqa: E402
 
 QUESTION = ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Does the region <|box_start|>"
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     n_train = int(len(items) * 0.8)
     held_out = batch(list(range(n_train, len(items))), random.Random(1))
-    train_scored = batch(list(range(120)), random.Random(2))
+    train_scored = batch(list(range(min(120, n_train))), random.Random(2))
 
     @torch.no_grad()
     def score(inputs: dict, answers: torch.Tensor) -> tuple[float, float, float]:
@@ -131,12 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             print(curve[-1], flush=True)
         if step == args.steps:
             break
-        inputs, answers = batch(rng.sample(range(n_train), args.batch), rng)
-        logits = model(**inputs, logits_to_keep=1).logits[:, -1]
-        loss = torch.nn.functional.cross_entropy(logits, torch.where(answers == 1, yes, no))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        decision_step(model, *batch(rng.sample(range(n_train), args.batch), rng), (yes, no), optimizer)
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "image_probe.jsonl").open("a") as f:
         f.write(json.dumps({"mode": args.mode, "lr": args.lr, "batch": args.batch, "steps": args.steps,

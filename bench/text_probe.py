@@ -50,6 +50,17 @@ def batch(tokenizer, rng: random.Random, task: str, n: int) -> tuple[torch.Tenso
     return ids, mask, torch.tensor([y for _, y in items])
 
 
+def decision_step(model: torch.nn.Module, inputs: dict, answers: torch.Tensor, yes_no: tuple[int, int],
+                  optimizer: torch.optim.Optimizer) -> float:
+    """One optimizer step of cross-entropy on the answer token alone ("yes" for answers == 1, else "no")."""
+    logits = model(**inputs, logits_to_keep=1).logits[:, -1]
+    loss = torch.nn.functional.cross_entropy(logits, torch.where(answers == 1, *yes_no))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--task", choices=("single", "xnor"), default="xnor")
@@ -83,11 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         if step == args.steps:
             break
         ids, mask, answers = batch(tokenizer, rng, args.task, args.batch)
-        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
-        loss = torch.nn.functional.cross_entropy(logits, torch.where(answers == 1, yes, no))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        decision_step(model, {"input_ids": ids, "attention_mask": mask}, answers, (yes, no), optimizer)
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "text_probe.jsonl").open("a") as f:
         f.write(json.dumps({"task": args.task, "lr": args.lr, "batch": args.batch, "steps": args.steps,
