@@ -78,11 +78,14 @@ def data(tmp_path_factory) -> Path:
 
 
 def ct_brain_image(data: Path) -> Path:
-    for line in (data / "test.jsonl").open():
-        row = json.loads(line)
-        if row["fields"].get("modality") == "CT" and row["fields"].get("organ") == "brain":
-            return Path(row["images"][0])
-    raise AssertionError("no CT brain image in the test split")
+    """A CT brain image of the converted sample (the fake answers describe one), from whichever split holds
+    one: splits are by source image, so the test split may hold none."""
+    for split in ("test", "val", "train"):
+        for line in (data / f"{split}.jsonl").open():
+            row = json.loads(line)
+            if row["fields"].get("modality") == "CT" and row["fields"].get("organ") == "brain":
+                return Path(row["images"][0])
+    raise AssertionError("no CT brain image in the converted sample")
 
 
 @pytest.fixture()
