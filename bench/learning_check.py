@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the generated images")
     p.add_argument("--reuse", action="store_true",
                    help="keep converted data and runs that already reached --steps (re-evaluate only)")
+    p.add_argument("--only", choices=tuple(RECIPES),
+                   help="train and evaluate this recipe alone (the report then lacks the other's curves)")
     p.add_argument("--eval-batch", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=32,
                    help="locate answer budget (a Qwen2-VL box answer is about 26 tokens here)")
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     images = load_test_images(data / "test_multitask.jsonl", data / "rois.jsonl", truth_boxes)
 
     runs, train_s = {}, {}
-    for name in RECIPES:
+    for name in [args.only] if args.only else RECIPES:
         runs[name], train_s[name] = train(name, data, args)
     eval_started = time.perf_counter()
     results = evaluate_runs(runs, images, args)
