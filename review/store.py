@@ -24,16 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from data_prep.shards import fsync_dir
+
 PAIRS = "pairs.jsonl"
 JUDGEMENTS = "judgements.jsonl"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _repair_tail(fd: int) -> None:
@@ -94,7 +88,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def image_path(review_dir: str | Path, sha256: str, suffix: str) -> Path:

@@ -56,6 +56,17 @@ class LoadResult:
     notes: list[str] = field(default_factory=list)  # data facts worth reporting (e.g. answers not among options)
 
 
+def read_question_list(path: Path) -> list:
+    """A release's JSON file of questions (a list), or a DataError naming the file."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: expected a JSON list of questions")
+    return rows
+
+
 def check_image(path: Path, where: str) -> None:
     """The file exists and its header is an image PIL reads (pixels are decoded by the server)."""
     if not path.is_file():
@@ -159,12 +170,7 @@ def load_slake(data: Path, workdir: Path, limit: int | None = None) -> LoadResul
     if not test_json.is_file() or not imgs.is_dir():
         raise DataError(f"{data}: expected the SLAKE release layout DIR/test.json and DIR/imgs/<img_name> "
                         "(BoKelvin/SLAKE: unzip imgs.zip inside DIR)")
-    try:
-        rows = json.loads(test_json.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{test_json}: not valid JSON ({e})") from None
-    if not isinstance(rows, list):
-        raise DataError(f"{test_json}: expected a JSON list of questions")
+    rows = read_question_list(test_json)
     items: list[BenchItem] = []
     checked: set[Path] = set()
     for n, row in enumerate(rows):
@@ -258,12 +264,7 @@ def load_omnimedvqa(data: Path, workdir: Path, limit: int | None = None) -> Load
     unmatched = 0
     checked: set[Path] = set()
     for path in files:
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise DataError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(rows, list):
-            raise DataError(f"{path}: expected a JSON list of questions")
+        rows = read_question_list(path)
         for n, row in enumerate(rows):
             if limit is not None and len(items) >= limit:
                 break
