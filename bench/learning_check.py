@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep converted data and runs that already reached --steps (re-evaluate only)")
     p.add_argument("--only", choices=tuple(RECIPES),
                    help="train and evaluate this recipe alone (the report then lacks the other's curves)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start both runs from this full checkpoint instead of the untrained tiny model "
+                        "(a curriculum: e.g. bench/learning_ladder.py --verify-only's checkpoint)")
     p.add_argument("--eval-batch", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=32,
                    help="locate answer budget (a Qwen2-VL box answer is about 26 tokens here)")
@@ -148,8 +151,9 @@ def train(name: str, data: Path, args: argparse.Namespace) -> tuple[Path, float 
     if args.reuse and (out / f"checkpoint-{args.steps}").exists():
         return out, None
     shutil.rmtree(out, ignore_errors=True)
+    model = [f"MODEL={args.init}"] if args.init else []
     seconds = run_logged(["make", "sft", "SFT_SETS=train_multitask", f"DATA={data}", f"OUTPUT={out}",
-                          f"RECIPE={RECIPES[name]}", f"SFT_ARGS={sft_args(args)}"], args.work / "logs" / f"sft_{name}.log")
+                          f"RECIPE={RECIPES[name]}", f"SFT_ARGS={sft_args(args)}", *model], args.work / "logs" / f"sft_{name}.log")
     return out, seconds
 
 
@@ -176,7 +180,7 @@ def evaluate_runs(runs: dict[str, Path], images: list[TestImage], args: argparse
     evaluator = Evaluator(MODEL_DIR, max_new_tokens=args.max_new_tokens, batch_size=args.eval_batch)
     questions = verify_questions(images)
     timed = _timed(evaluator, images, questions)
-    base = timed(None)
+    base = timed(args.init)
     results: dict = {}
     for name, run in runs.items():
         results[name] = [{"step": 0, **base}]
@@ -276,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {
         "images": args.images, "steps": args.steps, "save_every": args.save_every, "learning_rate": args.lr,
         "seed": args.seed, "sft_args": sft_args(args), "recipes": {k: str(v.relative_to(ROOT)) for k, v in RECIPES.items()},
-        "model": str(MODEL_DIR.relative_to(ROOT)),
+        "model": str(MODEL_DIR.relative_to(ROOT)), "init": args.init and str(args.init),
         "per_device_train_batch_size": recipe_setting(RECIPES["multitask"], "per_device_train_batch_size"),
         "modules_to_save": {k: recipe_setting(v, "modules_to_save") for k, v in RECIPES.items()},
         "n_test_images": len(images), "n_verify_questions": len(verify_questions(images)),
