@@ -82,8 +82,8 @@ TINY_STAMP := $(MODELS)/.tiny-stamp
 # A MODEL under models/ is a tiny checkpoint that `make tiny-model` builds on demand.
 MODEL_DEP := $(if $(filter $(MODELS)/tiny-%,$(MODEL)),$(TINY_STAMP))
 
-$(TINY_STAMP): $(VENV_STAMP) $(TINY_CONFIG) $(SAMPLE) swift_ext/tiny_models.py medvlm_vocab.py $(wildcard swift_ext/chat_templates/*.jinja)
-	$(PY) -m swift_ext.tiny_models --out $(MODELS) --config $(TINY_CONFIG) --corpus $(SAMPLE)
+$(TINY_STAMP): $(VENV_STAMP) $(TINY_CONFIG) $(SAMPLE) checkpoints/tiny.py medvlm_vocab.py $(wildcard checkpoints/chat_templates/*.jinja)
+	$(PY) -m checkpoints.tiny --out $(MODELS) --config $(TINY_CONFIG) --corpus $(SAMPLE)
 	@touch $@
 
 tiny-model: $(TINY_STAMP) ## write tiny random-weight Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoints under models/
