@@ -164,7 +164,7 @@ MERGED      ?= output/merged
 merge: $(VENV_STAMP) $(ADAPTER) ## fold the LoRA (ADAPTER=, default the DPO one) into MERGED=, without training-only weights
 	rm -rf $(MERGED)
 	$(SWIFT) export --adapters $(ADAPTER) --merge_lora true --output_dir $(MERGED) --external_plugins $(PLUGIN)
-	$(PY) -m swift_ext.servable $(MERGED)
+	$(PY) -m serve.servable $(MERGED)
 
 # --- serve: swift deploy behind the gateway -------------------------------------------------------
 SERVE_MODEL ?= $(MERGED)
