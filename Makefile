@@ -152,7 +152,7 @@ dpo: $(VENV_STAMP) $(MODEL_DEP) $(SFT_ADAPTER) $(PAIRS) $(PAIRS_VAL) $(if $(DEEP
 	  --external_plugins $(PLUGIN) --adapters $(SFT_ADAPTER) --ref_adapters $(SFT_ADAPTER) \
 	  --dataset $(PAIRS) --val_dataset $(PAIRS_VAL) \
 	  --output_dir $(DPO_OUTPUT) $(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) $(DPO_ARGS)
-	$(PY) -m swift_ext.preference_report $(DPO_OUTPUT) --pairs $(PAIRS_VAL)
+	$(PY) -m eval.preference_report $(DPO_OUTPUT) --pairs $(PAIRS_VAL)
 
 $(DPO_OUTPUT)/last-checkpoint:
 	$(MAKE) dpo
