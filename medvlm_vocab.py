@@ -26,7 +26,7 @@ REPORT_LABELS = {
     "relation": "Relation", "impression": "Impression",
 }
 
-# --- batch annotations (swift_ext.templates -> swift_ext.loss) -------------------------------------
+# --- batch annotations (swift_ext.templates -> swift_ext.loss_type) --------------------------------
 # Per-label-token annotations the template adds to a training batch, with the value a position
 # without that annotation takes when they are scattered back onto the label grid.
 MED_BATCH_FILL = {"med_task": NO_TASK, "med_weight": 1.0, "med_decision": -1, "med_sample": 0}
