@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from data_prep.boxes import box_iou
 from data_prep.draw import draw_box
+from data_prep.pixel_boxes import box_iou
 
 PixelBox = tuple[int, int, int, int]
 

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eval.boxes import PixelLimits, pixel_limits
 from eval.cli import add_endpoint_args, run_main
 from eval.client import ChatClient, ChatRequest, ChatResult, EndpointError, api_base, resolve_model
+from eval.family_boxes import PixelLimits, pixel_limits
 from eval.metrics import java_available
 from eval.report import LABELS, fmt, markdown_table, write_outputs
 from eval.samples import DataError, image_size, load_split, render_prompt

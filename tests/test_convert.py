@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep.boxes import box_iou
 from data_prep.convert import main as convert
 from data_prep.images import grey_luma
+from data_prep.pixel_boxes import box_iou
 from data_prep.process import Settings, process_record
 from data_prep.roi import detect_boxes
 from data_prep.roi_scenes import scene

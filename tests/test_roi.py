@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_prep.boxes import box_iou
+from data_prep.pixel_boxes import box_iou
 from data_prep.roi import RoiParams, detect_boxes
 from data_prep.roi_scenes import (BACKGROUNDS, GREENS, background, border_box, clip_to_pixels, jpeg,
                                  reference_boxes, reference_detect, scene)

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from data_prep.boxes import Box, clip_box
+from data_prep.pixel_boxes import Box, clip_box
 from medvlm_vocab import BOX_END, BOX_START, NORM, REF_END, REF_START, SPATIAL_MERGE_SIZE, Family
 
 # qwen_vl_utils 0.0.14 vision_process constants (checked against it in tests/test_eval_boxes.py).
