@@ -23,8 +23,8 @@ from data_prep.roi_scenes import scene
 from data_prep.sources import Record
 from data_prep.splits import split_of
 from data_prep.synth import synthetic_row, write_demo_parquet
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "medtrinity_sample.parquet"
 SPLIT_FILES = ("train", "val", "test")
 
