@@ -171,12 +171,6 @@ class BoxGrammar(LogitsProcessor):
         return scores + mask
 
 
-def auroc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
-    """eval.metrics.auroc with this module's old argument order, for bench/learning_ladder.py until it
-    calls eval.metrics.auroc(labels, scores) itself."""
-    return metrics.auroc(labels, scores)
-
-
 def apply_recipe_env(recipe: Path) -> None:
     """Image size limits as in training (the recipe's ENV block), unless already set."""
     env = (yaml.safe_load(recipe.read_text()) or {}).get("ENV") or {}
