@@ -82,8 +82,8 @@ TINY_STAMP := $(MODELS)/.tiny-stamp
 # A MODEL under models/ is a tiny checkpoint that `make tiny-model` builds on demand.
 MODEL_DEP := $(if $(filter $(MODELS)/tiny-%,$(MODEL)),$(TINY_STAMP))
 
-$(TINY_STAMP): $(VENV_STAMP) $(TINY_CONFIG) $(SAMPLE) swift_ext/tiny_models.py medvlm_vocab.py $(wildcard swift_ext/chat_templates/*.jinja)
-	$(PY) -m swift_ext.tiny_models --out $(MODELS) --config $(TINY_CONFIG) --corpus $(SAMPLE)
+$(TINY_STAMP): $(VENV_STAMP) $(TINY_CONFIG) $(SAMPLE) checkpoints/tiny.py medvlm_vocab.py $(wildcard checkpoints/chat_templates/*.jinja)
+	$(PY) -m checkpoints.tiny --out $(MODELS) --config $(TINY_CONFIG) --corpus $(SAMPLE)
 	@touch $@
 
 tiny-model: $(TINY_STAMP) ## write tiny random-weight Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoints under models/
@@ -152,7 +152,7 @@ dpo: $(VENV_STAMP) $(MODEL_DEP) $(SFT_ADAPTER) $(PAIRS) $(PAIRS_VAL) $(if $(DEEP
 	  --external_plugins $(PLUGIN) --adapters $(SFT_ADAPTER) --ref_adapters $(SFT_ADAPTER) \
 	  --dataset $(PAIRS) --val_dataset $(PAIRS_VAL) \
 	  --output_dir $(DPO_OUTPUT) $(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) $(DPO_ARGS)
-	$(PY) -m swift_ext.preference_report $(DPO_OUTPUT) --pairs $(PAIRS_VAL)
+	$(PY) -m eval.preference_report $(DPO_OUTPUT) --pairs $(PAIRS_VAL)
 
 $(DPO_OUTPUT)/last-checkpoint:
 	$(MAKE) dpo
@@ -164,7 +164,7 @@ MERGED      ?= output/merged
 merge: $(VENV_STAMP) $(ADAPTER) ## fold the LoRA (ADAPTER=, default the DPO one) into MERGED=, without training-only weights
 	rm -rf $(MERGED)
 	$(SWIFT) export --adapters $(ADAPTER) --merge_lora true --output_dir $(MERGED) --external_plugins $(PLUGIN)
-	$(PY) -m swift_ext.servable $(MERGED)
+	$(PY) -m serve.servable $(MERGED)
 
 # --- serve: swift deploy behind the gateway -------------------------------------------------------
 SERVE_MODEL ?= $(MERGED)

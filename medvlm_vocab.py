@@ -26,7 +26,7 @@ REPORT_LABELS = {
     "relation": "Relation", "impression": "Impression",
 }
 
-# --- batch annotations (swift_ext.templates -> swift_ext.loss) -------------------------------------
+# --- batch annotations (swift_ext.templates -> swift_ext.loss_type) --------------------------------
 # Per-label-token annotations the template adds to a training batch, with the value a position
 # without that annotation takes when they are scattered back onto the label grid.
 MED_BATCH_FILL = {"med_task": NO_TASK, "med_weight": 1.0, "med_decision": -1, "med_sample": 0}
@@ -56,7 +56,7 @@ class Family:
     hf_model_type: str   # config.json "model_type"
     patch_size: int      # ViT patch; one merged visual token covers (2 * patch_size)^2 pixels
     bbox_space: str      # how swift renders grounding boxes: NORM1000 or RESIZED_PIXELS
-    chat_template: str   # file under swift_ext/chat_templates/
+    chat_template: str   # file under checkpoints/chat_templates/
     extra_tokens: tuple[str, ...]  # added tokens after the shared specials (ids from 151657 on)
 
 

@@ -6,7 +6,7 @@ the multi-task conversation (locate -> verify -> diagnose): locate as the first 
 next turn after the locate turn with its reference answer. A model trained only on those
 conversations has never answered a verify question as a first turn, so asking it there would
 measure a distribution shift, not what it learned. Locate is greedy-decoded twice and its box
-parsed back to pixels by eval.boxes, in the family's coordinates: freely, and held to the box grammar
+parsed back to pixels by eval.family_boxes, in the family's coordinates: freely, and held to the box grammar
 (the answer's markup forced, each number 1-3 digits), which reads the model's coordinate beliefs even
 while it is too unsure of the digits for free greedy decoding to close a box (10 digits share the mass
 a delimiter has alone).
@@ -26,7 +26,7 @@ import yaml
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from eval import metrics
-from eval.boxes import PixelLimits, parse_boxes, pixel_limits, render_box, render_ref, to_image_space
+from eval.family_boxes import PixelLimits, parse_boxes, pixel_limits, render_box, render_ref, to_image_space
 from medvlm_vocab import RESIZED_PIXELS, Family, get_family
 
 MAX_DIGITS = 3  # a coordinate in 0-999 (1000 is the edge itself)
@@ -169,12 +169,6 @@ class BoxGrammar(LogitsProcessor):
             mask[row] = float("-inf")
             mask[row, allowed] = 0.0
         return scores + mask
-
-
-def auroc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
-    """eval.metrics.auroc with this module's old argument order, for bench/learning_ladder.py until it
-    calls eval.metrics.auroc(labels, scores) itself."""
-    return metrics.auroc(labels, scores)
 
 
 def apply_recipe_env(recipe: Path) -> None:

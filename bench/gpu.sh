@@ -2,7 +2,7 @@
 # The GPU throughput run in one command, for the first lent GPU (the device tool): in under
 # 10 minutes of device time it
 #   1. installs what the GPU image lacks from wheels carried from here (bench/gpu/wheels.txt),
-#   2. builds the Qwen2-VL-2B-shape checkpoint (random weights drawn on the GPU; swift_ext.shapes),
+#   2. builds the Qwen2-VL-2B-shape checkpoint (random weights drawn on the GPU; checkpoints.shapes),
 #   3. converts the bundled sample and runs bench/train_throughput.py: a, b and c side by side,
 #   4. leaves the JSON, the markdown table and the logs in $OUT (the device tool brings them back).
 #
@@ -114,11 +114,11 @@ grep -E "^(torch|transformers|peft|trl|datasets|ms-swift|accelerate|liger|deepsp
 
 if [ "$MODE" = cpu ]; then
   MODEL="$WORK/models/tiny-qwen2-vl"
-  timed model "$PY" -m swift_ext.tiny_models --out "$WORK/models" --families qwen2_vl \
+  timed model "$PY" -m checkpoints.tiny --out "$WORK/models" --families qwen2_vl \
     --corpus data/sample/medtrinity_sample.parquet
 else
   MODEL="$WORK/models/shape-qwen2-vl-2b"
-  timed model "$PY" -m swift_ext.shapes --shape qwen2-vl-2b --out "$WORK/models" --device cuda
+  timed model "$PY" -m checkpoints.shapes --shape qwen2-vl-2b --out "$WORK/models" --device cuda
 fi
 
 status=0

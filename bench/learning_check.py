@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from bench.checkpoint_eval import (Evaluator, TestImage, apply_recipe_env, box_scores, image_sizes,  # noqa: E402
                                    load_test_images, verify_questions)
 from bench.lesion_task import write_lesion_parquet  # noqa: E402
-from data_prep.boxes import box_iou  # noqa: E402
+from data_prep.pixel_boxes import box_iou  # noqa: E402
 from data_prep.tasks import multitask_row  # noqa: E402
 
 RECIPES = {"multitask": ROOT / "recipes/sft/tiny-cpu-full.yaml", "plain": ROOT / "recipes/sft/plain-tiny-cpu-full.yaml"}

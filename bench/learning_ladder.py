@@ -33,10 +33,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.checkpoint_eval import (Evaluator, TestImage, VerifyQuestion, apply_recipe_env, auroc,  # noqa: E402
-                                   image_sizes, objects_up_to, test_image, verify_questions)
+from bench.checkpoint_eval import (Evaluator, TestImage, VerifyQuestion, apply_recipe_env, image_sizes,  # noqa: E402
+                                   objects_up_to, test_image, verify_questions)
 from bench.learning_check import checkpoints, prepare_data, run_logged, training_log  # noqa: E402
 from bench.lesion_task import KINDS  # noqa: E402
+from eval.metrics import auroc  # noqa: E402
 
 DENSITY = {finding: density for density, finding in KINDS.values()}  # "hemorrhage" -> "hyperdense"
 OTHER = {a: b for a, b in (("hemorrhage", "cyst"), ("cyst", "hemorrhage"))}
@@ -159,7 +160,7 @@ def recipe_variant(base: Path, overrides: list[str], lr: float, batch: int | Non
 def decisions(margins: list[float], labels: list[int]) -> dict:
     """Accuracy at the model's own threshold (margin > 0 is "yes"), AUROC, and the share answered yes."""
     correct = [(m > 0) == (y == 1) for m, y in zip(margins, labels)]
-    return {"acc": round(sum(correct) / len(correct), 3), "auroc": auroc(margins, labels),
+    return {"acc": round(sum(correct) / len(correct), 3), "auroc": auroc(labels, margins),
             "yes_rate": round(sum(m > 0 for m in margins) / len(margins), 3), "n": len(margins)}
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data_prep.boxes import area_share, location_phrase
 from data_prep.draw import draw_box
+from data_prep.pixel_boxes import area_share, location_phrase
 from data_prep.synth import scan_like
 
 SIZE = 224

@@ -37,7 +37,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swift_ext.shapes import load_shape  # noqa: E402
+from checkpoints.shapes import load_shape  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "rehearsal.json"
 STAGES = ("data", "build", "sft", "dpo", "merge", "serve", "eval", "stop")
@@ -224,8 +224,8 @@ def stage_plan(shape_name: str, work: Path, port: int, merge_from: str = "dpo",
     why = {k: w for k, (_, w) in SFT_OVERRIDES.items()}
     return {
         "data": {"cmd": make + ["data", f"DATA={data}"], "overrides": {}},
-        "build": {"cmd": [sys.executable, "-m", "swift_ext.shapes", "--shape", shape_name, "--out", str(model.parent)],
-                  "overrides": {}},
+        "build": {"cmd": [sys.executable, "-m", "checkpoints.shapes", "--shape", shape_name,
+                          "--out", str(model.parent)], "overrides": {}},
         "sft": {"cmd": make + ["sft", *common, f"RECIPE={sft_recipe}", f"SFT_ARGS={sft_args}"],
                 "overrides": why, "recipe": str(sft_recipe.relative_to(ROOT)),
                 "recipe_values": {k: sft.get(k) for k in GPU_SFT_RECIPE_KEYS} | pixel_env},

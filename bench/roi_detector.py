@@ -14,8 +14,8 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from data_prep.boxes import box_iou
 from data_prep.inpaint import remove_strokes
+from data_prep.pixel_boxes import box_iou
 from data_prep.roi import detect_boxes
 from data_prep.roi_scenes import (BACKGROUNDS, GREENISH, GREENS, PixelBox, Scene, border_box, multi_boxes,
                                   reference_boxes, scene)

@@ -32,7 +32,7 @@ from data_prep.assemble import SplitOptions, check_group_file, write_finals
 from data_prep.groups import DEFAULT_DISTANCE, GROUP_FIELDS, HASH_BITS
 from data_prep.ids import SeenIds
 from data_prep.images import DEFAULT_MAX_PIXELS
-from data_prep.report import write_report
+from data_prep.quality_report import write_report
 from data_prep.shards import RunMismatch, ShardStore, clear_output
 from data_prep.sources import Record, Source, SourceError, open_source
 from data_prep.splits import SPLIT_BY, SPLITS, check_ratios

@@ -104,7 +104,7 @@ def image_hash(rgb: np.ndarray) -> int | None:
     thumbnail, strokes left out, under a centre-weighted window. Low frequencies survive
     resizing and JPEG re-encoding; the median makes it blind to brightness and contrast; the
     window lets a crop of a few percent, which removes borders, move few bits. Measured on the
-    bundled sample's 240 images (tests/test_groups.py checks the near-duplicates): a copy at half
+    bundled sample's 240 images (tests/data_prep/test_groups.py checks the near-duplicates): a copy at half
     size and JPEG quality 30 moves at most 6 bits, one cropped by 2% per side at most 8 (2% off two
     sides only: 97% within 8), a second box drawn on it at most 4, while images of different base
     images differ by 10 or more. Crops of 3-5% stay within 8 bits for ~85% of images; a flipped

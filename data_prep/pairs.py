@@ -21,8 +21,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from data_prep.boxes import box_iou
 from data_prep.captions import is_normal_finding
+from data_prep.pixel_boxes import box_iou
 from medvlm_vocab import REPORT_LABELS
 
 __all__ = ["main", "read_clinician_pairs", "is_dpo_record", "synthetic_pairs", "PairsFormatError", "ERROR_TYPES",

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data_prep import images, report
+from data_prep import images, quality_report
 from data_prep.assemble import MEMBERS_FILE, MULTITASK_FILE, ROWS_FILE, member_line
 from data_prep.captions import CaptionFields, parse_caption
 from data_prep.groups import image_hash
@@ -302,7 +302,7 @@ def write_image(path: Path, payload: bytes) -> None:
 def report_tile(id_: str, priority: float, modality: str, shown: np.ndarray, boxes: list[list[int]],
                 train_img: np.ndarray) -> Tile:
     """The report's before/after picture of one image (the training image only where it differs)."""
-    jpeg = report.render_tile(shown, boxes, train_img if train_img is not shown else None)
+    jpeg = quality_report.render_tile(shown, boxes, train_img if train_img is not shown else None)
     return Tile(id_, priority, modality, base64.b64encode(jpeg).decode())
 
 

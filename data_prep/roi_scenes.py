@@ -1,7 +1,7 @@
 """Synthetic MedTrinity-like ROI scenes (backgrounds, green box strokes, JPEG, tints) with their true
 boxes, and the reference recipe's ROI detector that data_prep.roi is measured against.
 
-The fixtures of tests/test_roi.py, tests/test_inpaint.py and tests/test_convert.py, and the scenes
+The fixtures of tests/data_prep/test_roi.py, test_inpaint.py and test_convert.py, and the scenes
 bench/roi_detector.py scores, so the tests and the bench exercise the same conditions.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from data_prep.boxes import box_iou
 from data_prep.draw import draw_box
+from data_prep.pixel_boxes import box_iou
 
 PixelBox = tuple[int, int, int, int]
 

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_prep.boxes import area_share, location_phrase
 from data_prep.draw import draw_box
+from data_prep.pixel_boxes import area_share, location_phrase
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 DEMO_SCHEMA = pa.schema([("id", pa.string()), ("image", IMAGE_TYPE), ("caption", pa.string())])

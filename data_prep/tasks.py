@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 from typing import Sequence
 
-from data_prep.boxes import area_share, clip_box, location_phrase
 from data_prep.captions import CaptionFields, is_normal_finding
+from data_prep.pixel_boxes import area_share, clip_box, location_phrase
 from medvlm_vocab import REPORT_LABELS
 
 __all__ = ["task_rows", "report_text", "finding_text", "REF_LABEL", "LOCATE_ANSWER",

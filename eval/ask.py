@@ -21,9 +21,9 @@ from PIL import Image
 
 from data_prep.draw import RED, draw_box
 from data_prep.tasks import DIAGNOSE_PROMPTS, LOCATE_PROMPTS, subject_phrase
-from eval.boxes import pixel_limits, parse_boxes, to_image_space
 from eval.cli import add_endpoint_args
 from eval.client import ChatClient, ChatRequest, ChatResult, EndpointError, resolve_model
+from eval.family_boxes import pixel_limits, parse_boxes, to_image_space
 from eval.samples import image_size, render_prompt
 from eval.verify import report_fields, verify_question, yes_probability
 from medvlm_vocab import FAMILIES, get_family

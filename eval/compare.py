@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from eval.report import LABELS, fmt, markdown_table
+from eval.run_report import LABELS, fmt, markdown_table
 from eval.score import HEADLINE
 
 LOWER_IS_BETTER = frozenset({"malformed_rate"})

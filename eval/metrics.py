@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Sequence
 from functools import lru_cache
 
-from data_prep.boxes import box_iou
+from data_prep.pixel_boxes import box_iou
 
 _WORD_RE = re.compile(r"[a-z0-9]+(?:[.'][a-z0-9]+)*")
 

@@ -2,7 +2,7 @@
 
 Every row of DIR/{split}.jsonl is asked with its own (trained) prompt; verify positives are joined
 by as many held-out negatives (eval.verify.negative_rows). The answers are scored per family
-(eval.score) and written to OUT (eval.report).
+(eval.score) and written to OUT (eval.run_report).
 """
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eval.boxes import PixelLimits, pixel_limits
 from eval.cli import add_endpoint_args, run_main
 from eval.client import ChatClient, ChatRequest, ChatResult, EndpointError, api_base, resolve_model
+from eval.family_boxes import PixelLimits, pixel_limits
 from eval.metrics import java_available
-from eval.report import LABELS, fmt, markdown_table, write_outputs
+from eval.run_report import LABELS, fmt, markdown_table, write_outputs
 from eval.samples import DataError, image_size, load_split, render_prompt
 from eval.score import HEADLINE, evaluate, score_diagnose, score_locate, score_verify
 from eval.trainlogs import read_curves

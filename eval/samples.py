@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from eval.boxes import PixelLimits, render_box, render_ref, to_model_space
+from eval.family_boxes import PixelLimits, render_box, render_ref, to_model_space
 from medvlm_vocab import TASKS, Family
 
 _TAG_RE = re.compile(r"(<ref-object>|<bbox>)")

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from eval.boxes import PixelLimits, parse_boxes, to_image_space
 from eval.client import ChatResult
+from eval.family_boxes import PixelLimits, parse_boxes, to_image_space
 from eval.metrics import accuracy, auroc, bleu_scores, cider, matched_iou, mean, meteor, rouge_l
 from eval.verify import yes_probability
 from medvlm_vocab import REPORT_LABELS, Family

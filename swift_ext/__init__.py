@@ -1,1 +1,1 @@
-"""ms-swift plugin for medvlm: model families, tiny offline checkpoints, med templates and losses."""
+"""ms-swift plugin for medvlm: model families, med templates and losses."""

@@ -1,6 +1,6 @@
 """Loss math for locate / verify / diagnose: per-token losses, focal decision loss, learned task weights.
 
-Pure torch (no swift imports) so it is tested on its own; `swift_ext.loss` feeds it the template's
+Pure torch (no swift imports) so it is tested on its own; `swift_ext.loss_type` feeds it the template's
 per-label-token annotations. Task ids and IGNORE_INDEX are medvlm_vocab's.
 
 Conventions shared by every function here:

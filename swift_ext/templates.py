@@ -27,7 +27,7 @@ from swift.utils import get_env_args
 
 from medvlm_vocab import IGNORE_INDEX, KEEP_KEY, MED_BATCH_KEYS, NO_TASK, REPORT_LABELS, TASK_IDS
 from swift_ext.logit_positions import packed_token_loss, supervised_logits, trim_to_supervised
-from swift_ext.loss import loss_config_from_env
+from swift_ext.loss_type import loss_config_from_env
 from swift_ext.negatives import make_negative, negative_modes
 from swift_ext.spans import char_spans_to_tokens, find_last, label_runs
 

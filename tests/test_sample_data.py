@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from data_prep.boxes import area_share, location_phrase
+from data_prep.pixel_boxes import area_share, location_phrase
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 PARQUET = SAMPLE / "medtrinity_sample.parquet"

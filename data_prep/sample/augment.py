@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from data_prep.boxes import Box
+from data_prep.pixel_boxes import Box
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from data_prep.boxes import clip_box
 from data_prep.draw import draw_box
+from data_prep.pixel_boxes import clip_box
 from data_prep.sample.augment import apply_geometry, apply_intensity, sample_augment
 from data_prep.sample.captions import caption
 from data_prep.sample.catalog import SourceSpec

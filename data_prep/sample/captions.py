@@ -1,7 +1,7 @@
 """MedTrinity-style captions: modality + organ, ROI location and area share, appearance,
 relation to neighbouring structures, and a disease hypothesis.
 
-Location and area share are computed from the drawn box (data_prep.boxes), in image terms
+Location and area share are computed from the drawn box (data_prep.pixel_boxes), in image terms
 (viewer's left/right), like MedTrinity. Several templates per part keep a parser from
 overfitting one sentence.
 """
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data_prep.boxes import area_share, location_phrase
+from data_prep.pixel_boxes import area_share, location_phrase
 from data_prep.sample.catalog import Finding, SourceSpec
 
 OPENINGS = (

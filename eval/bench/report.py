@@ -9,7 +9,7 @@ from typing import Any
 
 from eval.bench.published import TITLES, published_for
 from eval.bench.scoring import OPEN_METRICS, accuracy_block, open_block
-from eval.report import markdown_table
+from eval.run_report import markdown_table
 
 VQA_BENCHMARKS = ("vqa-rad", "slake", "pathvqa")  # closed/open questions; the others are multiple choice
 GROUP_KEYS = ("modality", "language", "question_type")

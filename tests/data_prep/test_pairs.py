@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from data_prep.boxes import box_iou
 from data_prep.captions import CaptionFields
 from data_prep.pairs import (ERROR_TYPES, NO_ABNORMALITY, VAGUE_ANSWERS, PairsFormatError, dpo_row, main,
                              miss_finding, read_clinician_pairs, shift_box, swap_laterality)
+from data_prep.pixel_boxes import box_iou
 from data_prep.tasks import task_rows
 
 W, H = 160, 120

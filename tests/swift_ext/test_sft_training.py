@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from swift_ext.loss import label_grids, samples_per_step
+from swift_ext.loss_type import label_grids, samples_per_step
 from swift_ext.multitask_loss import LossConfig, multitask_loss
 from tests.conftest import ROOT, run_make
-from tests.test_med_template import make_template, sample_rows  # noqa: F401  (fixture)
+from tests.swift_ext.test_med_template import make_template, sample_rows  # noqa: F401  (fixture)
 
 
 

@@ -25,8 +25,8 @@ from data_prep.images import decode
 from data_prep.shards import ShardStore
 from data_prep.splits import SPLITS, TEST, TRAIN, VAL, fill_empty_splits, group_splits, split_of
 from data_prep.synth import write_demo_parquet
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "medtrinity_sample.parquet"
 MANIFEST = SAMPLE.parent / "manifest.jsonl"
 

@@ -3,11 +3,11 @@
 No model hub is reachable here or on a lent GPU, yet the GPU recipes must load a model of their real
 size before their memory and speed can be measured. A shape checkpoint has the published config in
 every field that sets a tensor shape or a code path, the tiny checkpoints' tokenizer (specials at
-their real ids; `swift_ext.tiny_models`), and the family's processor with the SFT recipe's pixel
+their real ids; `checkpoints.tiny`), and the family's processor with the SFT recipe's pixel
 limits, so swift and vLLM treat it exactly as the released model; only the weights are random.
 
-    python -m swift_ext.shapes --list                      # shapes with config-counted parameters
-    python -m swift_ext.shapes --shape qwen2-vl-2b         # -> models/shape-qwen2-vl-2b
+    python -m checkpoints.shapes --list                    # shapes with config-counted parameters
+    python -m checkpoints.shapes --shape qwen2-vl-2b       # -> models/shape-qwen2-vl-2b
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import torch
 import yaml
 from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig, PretrainedConfig
 
+from checkpoints.tiny import (EMITTABLE_SPECIALS, FIRST_SPECIAL_ID, build_processor, build_tokenizer, random_model,
+                              read_corpus, train_bpe)
 from medvlm_vocab import Family, get_family
-from swift_ext.tiny_models import (EMITTABLE_SPECIALS, FIRST_SPECIAL_ID, build_processor, build_tokenizer,
-                                   random_model, read_corpus, train_bpe)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES_DIR = ROOT / "recipes" / "shapes"
@@ -99,12 +99,12 @@ def available_memory_bytes() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m swift_ext.shapes", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m checkpoints.shapes", description=__doc__.split("\n")[0])
     parser.add_argument("--shape", action="append", default=[], help=f"one of {', '.join(shape_names())}")
     parser.add_argument("--list", action="store_true", help="print each shape's parameter count and exit")
     parser.add_argument("--out", type=Path, default=Path("models"))
     parser.add_argument("--corpus", type=Path, nargs="*", default=[ROOT / "data/sample/medtrinity_sample.parquet"],
-                        help="parquet (caption column) or text files to learn the BPE from, as for tiny_models")
+                        help="parquet (caption column) or text files to learn the BPE from, as for checkpoints.tiny")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="where the random weights are drawn (cuda is faster)")
     parser.add_argument("--force", action="store_true", help="build even if MemAvailable looks too small")

@@ -19,8 +19,8 @@ from data_prep.convert import main as convert
 from data_prep.sources import (DemoParquetSource, FullFolderSource, FullTarSource, JsonlSource, SourceError,
                                open_source)
 from data_prep.synth import synthetic_row, write_demo_parquet
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")

@@ -175,7 +175,7 @@ def random_model(config, seed: int, emittable_ids: list[int], init_dtype: torch.
     """Random bf16 weights from `seed`; zero the output rows of every id outside `emittable_ids`.
 
     The tiny checkpoints draw in float32 (their bytes stay reproducible); real-shape ones
-    (swift_ext.shapes) draw in bfloat16, since a float32 copy of a 2B model would not fit beside it.
+    (checkpoints.shapes) draw in bfloat16, since a float32 copy of a 2B model would not fit beside it.
     """
     torch.manual_seed(seed)
     with torch.device(device):
@@ -206,7 +206,7 @@ def write_checkpoint(family: Family, out_dir: Path, spec: dict, corpus_paths: li
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m swift_ext.tiny_models", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m checkpoints.tiny", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("models"))
     parser.add_argument("--config", type=Path, default=Path("recipes/tiny-model.yaml"))
     parser.add_argument("--families", default=",".join(TINY_FAMILIES))

@@ -7,9 +7,9 @@ import torch
 from medvlm_vocab import IGNORE_INDEX, KEEP_KEY, MED_BATCH_KEYS
 from swift_ext.logit_positions import (packed_token_loss, supervised_logit_positions, supervised_logits,
                                        trim_to_supervised)
-from swift_ext.loss import label_grids
+from swift_ext.loss_type import label_grids
 from swift_ext.multitask_loss import LossConfig, TaskUncertainty, multitask_loss
-from tests.test_med_template import make_template, sample_rows  # noqa: F401  (fixture)
+from tests.swift_ext.test_med_template import make_template, sample_rows  # noqa: F401  (fixture)
 
 IGNORE = IGNORE_INDEX
 

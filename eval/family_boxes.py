@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from data_prep.boxes import Box, clip_box
+from data_prep.pixel_boxes import Box, clip_box
 from medvlm_vocab import BOX_END, BOX_START, NORM, REF_END, REF_START, SPATIAL_MERGE_SIZE, Family
 
-# qwen_vl_utils 0.0.14 vision_process constants (checked against it in tests/test_eval_boxes.py).
+# qwen_vl_utils 0.0.14 vision_process constants (checked against it in tests/eval/test_family_boxes.py).
 QWEN_VL_UTILS_DEFAULTS = {"IMAGE_MIN_TOKEN_NUM": 4, "IMAGE_MAX_TOKEN_NUM": 16384}
 MAX_RATIO = 200
 
@@ -75,7 +75,7 @@ def pixel_limits(family: Family, max_pixels: int | None = None, min_pixels: int 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
     """qwen_vl_utils 0.0.14 `smart_resize`, line for line: (height, width) divisible by `factor`, within
     [min_pixels, max_pixels], aspect ratio kept. A copy because importing qwen_vl_utils imports torch and
-    torchvision, which the review app's venv does not have; tests/test_eval_boxes.py checks it against
+    torchvision, which the review app's venv does not have; tests/eval/test_family_boxes.py checks it against
     the original over a grid of sizes and limits."""
     if max(height, width) / min(height, width) > MAX_RATIO:
         raise ValueError(f"absolute aspect ratio must be smaller than {MAX_RATIO}, "

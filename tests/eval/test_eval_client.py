@@ -16,8 +16,8 @@ from data_prep.captions import CaptionFields
 from data_prep.tasks import DIAGNOSE_PROMPTS, task_rows
 from eval import ask, compare
 from eval import run as eval_run
-from eval.boxes import render_box, render_ref, to_model_space
 from eval.client import ChatClient, ChatRequest, EndpointError, list_models, resolve_model
+from eval.family_boxes import render_box, render_ref, to_model_space
 from eval.trainlogs import read_curves
 from medvlm_vocab import FAMILIES
 from tests.conftest import free_port

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from data_prep.boxes import box_iou
+from data_prep.pixel_boxes import box_iou
 from data_prep.roi import RoiParams, detect_boxes
 from data_prep.roi_scenes import (BACKGROUNDS, GREENS, background, border_box, clip_to_pixels, jpeg,
                                  reference_boxes, reference_detect, scene)
+from tests.conftest import ROOT
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE = ROOT / "data" / "sample"
 CLEAN_TOL = 1  # px, corner error on lossless images
 JPEG_TOL = 2  # px, after JPEG
 

@@ -2,7 +2,7 @@
 the stats and kappa, asking a (fake) endpoint, and the pairs file through `data_prep pairs --clinician`.
 
 review/app.py itself imports Gradio, which lives in .venv-review; the app is driven in a real browser
-by tests/test_review_browser.py, and started here only as a subprocess (the refusal to listen off
+by tests/review/test_review_browser.py, and started here only as a subprocess (the refusal to listen off
 loopback without a users file).
 """
 from __future__ import annotations

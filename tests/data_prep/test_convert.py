@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep.boxes import box_iou
 from data_prep.convert import main as convert
 from data_prep.images import grey_luma
+from data_prep.pixel_boxes import box_iou
 from data_prep.process import Settings, process_record
 from data_prep.roi import detect_boxes
 from data_prep.roi_scenes import scene
 from data_prep.sources import Record
 from data_prep.splits import split_of
 from data_prep.synth import synthetic_row, write_demo_parquet
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "medtrinity_sample.parquet"
 SPLIT_FILES = ("train", "val", "test")
 

@@ -9,10 +9,10 @@ import torch
 import yaml
 from PIL import Image
 
+from checkpoints import shapes
+from checkpoints.shapes import count_parameters, load_shape, recipe_image_tokens, shape_config, shape_names
+from checkpoints.tiny import FIRST_SPECIAL_ID, SPECIAL_TOKENS
 from medvlm_vocab import get_family
-from swift_ext import shapes
-from swift_ext.shapes import count_parameters, load_shape, recipe_image_tokens, shape_config, shape_names
-from swift_ext.tiny_models import FIRST_SPECIAL_ID, SPECIAL_TOKENS
 from tests.conftest import ROOT, SAMPLE
 
 PUBLISHED = ("qwen2-vl-2b", "qwen2.5-vl-3b", "qwen2.5-vl-7b", "qwen3-vl-2b", "qwen3-vl-8b")

@@ -484,7 +484,7 @@ def test_review_the_served_tiny_model_then_dpo_on_the_pairs(tmp_path, data, serv
     proc = run_make("dpo", f"DATA={data}", f"MODEL={models_dir / 'tiny-qwen2-vl'}", f"SFT_ADAPTER={sft_adapter}",
                     f"PAIRS={pairs}", f"PAIRS_VAL={pairs}", f"DPO_OUTPUT={tmp_path / 'dpo'}",
                     "DPO_ARGS=--max_steps 2 --eval_steps 2 --save_steps 2 --logging_steps 1", timeout=1200)
-    assert "held-out pairs: 2" in proc.stdout  # swift_ext.preference_report on the two review pairs
+    assert "held-out pairs: 2" in proc.stdout  # eval.preference_report on the two review pairs
     assert (tmp_path / "dpo" / "checkpoint-2").is_dir()
     print(f"served-model browser test: answer {answered - started:.0f} s, browser {browsed - started:.0f} s, "
           f"with dpo {time.monotonic() - started:.0f} s")

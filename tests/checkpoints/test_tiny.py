@@ -12,8 +12,8 @@ import torch
 import yaml
 from PIL import Image
 
+from checkpoints.tiny import EMITTABLE_SPECIALS, FIRST_SPECIAL_ID, SPECIAL_TOKENS, write_checkpoint
 from medvlm_vocab import FAMILIES, TINY_FAMILIES
-from swift_ext.tiny_models import EMITTABLE_SPECIALS, FIRST_SPECIAL_ID, SPECIAL_TOKENS, write_checkpoint
 from tests.conftest import ROOT, SAMPLE
 
 IMAGE_TOKEN_ID = 151655

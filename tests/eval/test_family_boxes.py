@@ -7,11 +7,11 @@ import json
 import pytest
 from PIL import Image
 
-from data_prep.boxes import box_iou
 from data_prep.captions import CaptionFields
+from data_prep.pixel_boxes import box_iou
 from data_prep.tasks import task_rows
-from eval.boxes import (PixelLimits, coordinate_space, parse_boxes, pixel_limits, render_box, render_ref,
-                        resized_size, to_image_space, to_model_space)
+from eval.family_boxes import (PixelLimits, coordinate_space, parse_boxes, pixel_limits, render_box, render_ref,
+                               resized_size, to_image_space, to_model_space)
 from eval.samples import render_prompt
 from medvlm_vocab import FAMILIES, TINY_FAMILIES
 
@@ -98,13 +98,13 @@ def test_pixel_limits_follow_swift_and_qwen_vl_utils():
 
 
 def test_smart_resize_copy_matches_qwen_vl_utils():
-    """eval.boxes carries a torch-free copy of smart_resize and the token defaults: same answers."""
+    """eval.family_boxes carries a torch-free copy of smart_resize and the token defaults: same answers."""
     import itertools
 
     from qwen_vl_utils import smart_resize as original
     from qwen_vl_utils import vision_process
 
-    from eval.boxes import QWEN_VL_UTILS_DEFAULTS, smart_resize
+    from eval.family_boxes import QWEN_VL_UTILS_DEFAULTS, smart_resize
 
     assert QWEN_VL_UTILS_DEFAULTS == {k: getattr(vision_process, k) for k in QWEN_VL_UTILS_DEFAULTS}
     sizes = [1, 7, 27, 28, 29, 100, 223, 336, 398, 416, 432, 512, 1000, 1023, 2048, 4999]

@@ -14,8 +14,8 @@ import numpy as np
 
 from data_prep.convert import main as convert
 from data_prep.synth import synthetic_row, write_demo_parquet
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 FINAL = ("train.jsonl", "val.jsonl", "test.jsonl", "rois.jsonl")
 ROWS, SHARD = 360, 12
 
