@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -185,6 +187,25 @@ def run_stage(cmd: list[str], log: Path, timeout_s: float, pgid_file: Path | Non
     return result
 
 
+def nonfinite_grad_steps(log: Path) -> list[int]:
+    """Logged training steps (1-based, in log order) whose gradient norm is nan or inf.
+
+    A step whose gradient is not finite still exits 0 and saves a checkpoint, so the exit status alone
+    would call it ok; swift prints each logging row as a dict with `'grad_norm': '<value>'`.
+    """
+    norms = re.findall(r"'grad_norm': '([^']*)'", log.read_text(errors="replace"))
+    return [i for i, v in enumerate(norms, 1) if not math.isfinite(float(v))]
+
+
+def check_gradients(result: dict) -> None:
+    """Mark a finished stage whose log shows a non-finite gradient norm (its exit status says ok)."""
+    log = Path(result["log"])
+    bad = nonfinite_grad_steps(log) if result["status"] == "ok" and log.exists() else []
+    if bad:
+        result["status"] = "nonfinite-grad"
+        result["reason"] = f"the run finished, but the gradient norm was nan/inf at logged step(s) {bad}"
+
+
 def derived_recipe(base: Path, overrides: dict, target: Path) -> Path:
     """A copy of `base` with `overrides` (nested keys as 'A.B') applied, written to `target`."""
     recipe = yaml.safe_load(base.read_text())
@@ -306,12 +327,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout-min", type=float, default=60, help="a stage running longer is recorded as a timeout")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--table", action="store_true", help="print the markdown table of --results and exit")
+    p.add_argument("--recheck-logs", action="store_true",
+                   help="apply the finite-gradient check to every recorded stage's log, then exit")
     p.add_argument("--merge-from", choices=("dpo", "sft"), default="dpo",
                    help="the adapter `make merge` folds in (sft when the DPO stage could not finish)")
     args = p.parse_args(argv)
     results = load_results(args.results)
     if args.table:
         print(markdown_table(results))
+        return 0
+    if args.recheck_logs:
+        for entry in results["shapes"].values():
+            for result in entry["stages"].values():
+                check_gradients(result)
+        save_results(args.results, results)
         return 0
     if not args.shape:
         p.error("--shape is required")
@@ -321,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     entry["machine"] = {"nproc": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
                         "mem_total_gib": round(psutil.virtual_memory().total / 2**30, 1),
                         "note": "shared with other jobs; all stages run under nice -n 19"}
-    failed = False
+    failed = problems = False
     for stage in args.stages.split(","):
         step = plan[stage]
         if failed and stage != "stop":
@@ -332,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_stage(step["cmd"], args.work.resolve() / args.shape / "logs" / f"{stage}.log",
                            args.timeout_min * 60, step.get("pgid_file"))
         result["overrides"] = step["overrides"]
+        check_gradients(result)
         for key in ("recipe", "recipe_values"):
             if key in step:
                 result[key] = step[key]
@@ -340,8 +370,9 @@ def main(argv: list[str] | None = None) -> int:
             entry.setdefault("earlier_attempts", []).append({"stage": stage, **earlier})
         entry["stages"][stage] = result
         save_results(args.results, results)
-        failed = failed or result["status"] != "ok"
-    return 1 if failed else 0
+        failed = failed or result["status"] in ("failed", "timeout")  # a later stage still runs on a NaN step
+        problems = problems or result["status"] != "ok"
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ import torch
 import yaml
 from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig, PretrainedConfig
 
-from checkpoints.tiny import (EMITTABLE_SPECIALS, FIRST_SPECIAL_ID, build_processor, build_tokenizer, random_model,
-                              read_corpus, train_bpe)
+from checkpoints.tiny import (EMITTABLE_SPECIALS, FIRST_SPECIAL_ID, PROMPT_SPECIALS, build_processor,
+                              build_tokenizer, random_model, read_corpus, train_bpe)
 from medvlm_vocab import Family, get_family
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +77,8 @@ def write_shape_checkpoint(name: str, out_dir: Path, corpus_paths: list[Path], s
     tokenizer = build_tokenizer(bpe_vocab, merges, family)
     emittable = sorted(set(bpe_vocab.values()) | {tokenizer.convert_tokens_to_ids(t) for t in EMITTABLE_SPECIALS})
     config = shape_config(shape)
-    model = random_model(config, seed, emittable, init_dtype=torch.bfloat16, device=device)
+    live = [tokenizer.convert_tokens_to_ids(t) for t in PROMPT_SPECIALS]
+    model = random_model(config, seed, emittable, init_dtype=torch.bfloat16, device=device, live_ids=live)
     model.generation_config = GenerationConfig(
         bos_token_id=FIRST_SPECIAL_ID, pad_token_id=FIRST_SPECIAL_ID,
         eos_token_id=[FIRST_SPECIAL_ID + 2, FIRST_SPECIAL_ID], do_sample=False)

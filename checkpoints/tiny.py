@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -35,6 +35,9 @@ SPECIAL_TOKENS = (
 # Specials a trained model must be able to emit: the stop tokens and the grounding markup.
 EMITTABLE_SPECIALS = ("<|endoftext|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
                       "<|box_start|>", "<|box_end|>")
+# In every prompt the chat template writes, never in an answer: their rows stay live in the
+# published-shape checkpoints (random_model's live_ids; checkpoints.shapes).
+PROMPT_SPECIALS = ("<|im_start|>", "<|vision_start|>", "<|vision_end|>")
 ANSWER_WORDS = ("yes", "no")
 TEMPLATE_DIR = Path(__file__).parent / "chat_templates"
 _BUILTIN_CORPUS = (
@@ -171,17 +174,22 @@ def build_processor(family: Family, tokenizer: Qwen2Tokenizer, spec: dict) -> Pr
 
 
 def random_model(config, seed: int, emittable_ids: list[int], init_dtype: torch.dtype = torch.float32,
-                 device: str = "cpu") -> PreTrainedModel:
-    """Random bf16 weights from `seed`; zero the output rows of every id outside `emittable_ids`.
+                 device: str = "cpu", live_ids: Sequence[int] = ()) -> PreTrainedModel:
+    """Random bf16 weights from `seed`; zero the embedding rows of every id outside `emittable_ids`
+    and `live_ids`.
 
     The tiny checkpoints draw in float32 (their bytes stay reproducible); real-shape ones
     (checkpoints.shapes) draw in bfloat16, since a float32 copy of a 2B model would not fit beside it.
+    `live_ids` are prompt tokens that must keep a row: a zero input row gives the conversation's first
+    token (<|im_start|>) an all-zero hidden state in every layer, where each RMSNorm scales its gradient
+    by rsqrt(eps) = 1e3; at a published depth (28 layers) that overflows to NaN gradients, at the tiny
+    checkpoints' 2 layers it stays finite (their rows are left as the tiny recipes were tuned on).
     """
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForImageTextToText.from_config(config, dtype=init_dtype)
     keep = torch.zeros(config.text_config.vocab_size, dtype=torch.bool, device=device)
-    keep[emittable_ids] = True
+    keep[list(emittable_ids) + list(live_ids)] = True
     with torch.no_grad():
         for weight in {id(w): w for w in (model.get_input_embeddings().weight,
                                           model.get_output_embeddings().weight)}.values():

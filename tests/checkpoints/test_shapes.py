@@ -11,7 +11,7 @@ from PIL import Image
 
 from checkpoints import shapes
 from checkpoints.shapes import count_parameters, load_shape, recipe_image_tokens, shape_config, shape_names
-from checkpoints.tiny import FIRST_SPECIAL_ID, SPECIAL_TOKENS
+from checkpoints.tiny import FIRST_SPECIAL_ID, PROMPT_SPECIALS, SPECIAL_TOKENS, random_model
 from medvlm_vocab import get_family
 from tests.conftest import ROOT, SAMPLE
 
@@ -103,6 +103,7 @@ def test_written_checkpoint_loads_with_real_ids_and_recipe_limits(tmp_path, monk
     assert next(model.parameters()).dtype == torch.bfloat16
     emb = model.get_input_embeddings().weight
     assert emb[151645].abs().sum() > 0 and emb[151655].abs().sum() == 0  # <|im_end|> live, <|image_pad|> zeroed
+    assert all(emb[i].abs().sum() > 0 for i in (151644, 151652, 151653))  # the prompt specials live
     prompt = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]}],
         add_generation_prompt=True, tokenize=False)
@@ -119,3 +120,23 @@ def test_big_shapes_refuse_without_the_memory(monkeypatch, capsys):
     monkeypatch.setattr(shapes, "write_shape_checkpoint", lambda *a, **k: pytest.fail("must not build"))
     assert shapes.main(["--shape", "qwen2.5-vl-7b", "--out", str(Path("/nonexistent"))]) == 2
     assert "GiB available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_a_zero_prompt_token_row_makes_gradients_nan_at_published_depth(live):
+    """qwen3-vl-2b's 28 text layers at test width. With <|im_start|>'s row zeroed the first token's
+    hidden state is zero in every layer and each RMSNorm scales its gradient by rsqrt(eps): NaN by
+    the bottom layers (the CPU rehearsal's SFT and DPO steps all had grad_norm nan). The shape writer
+    keeps the prompt specials live, which keeps the gradients finite."""
+    shape = load_shape("qwen3-vl-2b")
+    for part in ("text_config", "vision_config"):
+        shape[part].update({k: v for k, v in SMALL["qwen3_vl"][part].items() if k != "num_hidden_layers"})
+    config = shape_config(shape)
+    assert config.text_config.num_hidden_layers == 28
+    im_start = FIRST_SPECIAL_ID + SPECIAL_TOKENS.index("<|im_start|>")
+    live_ids = [FIRST_SPECIAL_ID + SPECIAL_TOKENS.index(t) for t in PROMPT_SPECIALS] if live else []
+    model = random_model(config, 0, list(range(1000)), live_ids=live_ids).float()
+    ids = torch.tensor([[im_start, *range(10, 40)]])
+    model(input_ids=ids, labels=ids).loss.backward()
+    finite = all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert finite is live
