@@ -19,6 +19,7 @@ Not a test: one command runs the whole experiment through the project's real ent
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -147,7 +148,8 @@ def recipe_setting(recipe: Path, key: str):
 
 def train(name: str, data: Path, args: argparse.Namespace) -> tuple[Path, float | None]:
     """`make sft` with one recipe; returns the output dir and its wall seconds (None if reused)."""
-    out = args.work / "runs" / name
+    out = args.work / "runs" / (f"{name}-init-{hashlib.sha1(str(args.init.resolve()).encode()).hexdigest()[:8]}"
+                                if args.init else name)  # --reuse never takes a run from another start
     if args.reuse and (out / f"checkpoint-{args.steps}").exists():
         return out, None
     shutil.rmtree(out, ignore_errors=True)
