@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import platform
-import re
 import signal
 import subprocess
 import sys
@@ -39,6 +37,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.swift_logs import nonfinite_grad_steps  # noqa: E402
 from checkpoints.shapes import load_shape  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "rehearsal.json"
@@ -185,16 +184,6 @@ def run_stage(cmd: list[str], log: Path, timeout_s: float, pgid_file: Path | Non
     print(f"  -> {status} in {wall:.0f} s, peak PSS {rss.peak / gib:.2f} GiB (largest process "
           f"{rss.peak_largest / gib:.2f} GiB RSS)", flush=True)
     return result
-
-
-def nonfinite_grad_steps(log: Path) -> list[int]:
-    """Logged training steps (1-based, in log order) whose gradient norm is nan or inf.
-
-    A step whose gradient is not finite still exits 0 and saves a checkpoint, so the exit status alone
-    would call it ok; swift prints each logging row as a dict with `'grad_norm': '<value>'`.
-    """
-    norms = re.findall(r"'grad_norm': '([^']*)'", log.read_text(errors="replace"))
-    return [i for i, v in enumerate(norms, 1) if not math.isfinite(float(v))]
 
 
 def check_gradients(result: dict) -> None:

@@ -37,6 +37,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.swift_logs import nonfinite_grad_steps  # noqa: E402
 from medvlm_vocab import get_family  # noqa: E402
 
 PLUGINS = [str(ROOT / "swift_ext" / "plugin.py"), str(ROOT / "bench" / "throughput_plugin.py")]
@@ -278,6 +279,8 @@ def markdown(result: dict) -> str:
             continue
         speed = f"{c['samples_per_s'] / base:.2f}x" if base else ""
         options = ", ".join(c["options"]) or "-"
+        if c.get("nonfinite_grad_steps"):
+            options += f"; **gradient norm nan/inf at steps {c['nonfinite_grad_steps']}**"
         lines.append(f"| {name}. {LABELS[name]} | {c['batch']} | {c['samples_per_s']} | {c['real_tokens_per_s']} | "
                      f"{c['pad_share']} | {c['peak_mem_gib']} | {c['mfu']:.1%} | {speed} | {options} |")
     skipped = result["configs"].get("c", {}).get("not_applied", {})
@@ -407,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
             entry.pop("retries", None)
         if rc == 0:
             entry.update(status="ok", **summarize(log, args.warmup, peak_flops))
+            if bad := nonfinite_grad_steps(out):  # timed and measured, but not training
+                entry["nonfinite_grad_steps"] = bad
         else:
             entry.update(failure(rc, out))
         result["configs"][config] = entry
@@ -414,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{config}] {entry.get('status')}: {entry.get('samples_per_s')} samples/s, "
               f"{entry.get('real_tokens_per_s')} real tokens/s, peak {entry.get('peak_mem_gib')} GiB", flush=True)
     print(out_md.read_text())
-    return 0 if all(c.get("status") == "ok" for c in result["configs"].values()) else 1
+    return 0 if all(c.get("status") == "ok" and not c.get("nonfinite_grad_steps")
+                    for c in result["configs"].values()) else 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""bench/rehearsal.py: a stage that exits 0 after a NaN gradient is not recorded as ok."""
+"""bench/swift_logs.py and bench/rehearsal.py: a stage that exits 0 after a NaN gradient is not recorded as ok."""
 from __future__ import annotations
 
 import sys
@@ -6,7 +6,8 @@ import sys
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT))
-from bench.rehearsal import check_gradients, nonfinite_grad_steps  # noqa: E402
+from bench.rehearsal import check_gradients  # noqa: E402
+from bench.swift_logs import nonfinite_grad_steps  # noqa: E402
 
 # swift's logging rows as they appear in a stage log (a progress bar and a warning in between)
 LOG = """Train:  50%|#####     | 1/2
