@@ -62,6 +62,7 @@ DPO_OVERRIDES = {
     "gradient_checkpointing": (True, "as the GPU SFT recipes, for memory"),
     "max_length": (None, "the SFT recipe's max_length (set per shape)"),
     "max_steps": (DPO_STEPS, "1 step"),
+    "warmup_ratio": (0, "one step: inside the recipe's warm-up its learning rate would be 0, and the policy would not move"),
     "per_device_train_batch_size": (1, "batch 1"),
     "per_device_eval_batch_size": (1, "batch 1"),
     "eval_steps": (DPO_STEPS, "evaluate after the last step as well as at the start"),
