@@ -3,6 +3,8 @@ original pixels, checked against what ms-swift's own templates render for a trai
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -98,15 +100,22 @@ def test_pixel_limits_follow_swift_and_qwen_vl_utils():
 
 
 def test_smart_resize_copy_matches_qwen_vl_utils():
-    """eval.family_boxes carries a torch-free copy of smart_resize and the token defaults: same answers."""
+    """eval.family_boxes carries a torch-free copy of smart_resize and the token defaults: same answers.
+
+    The defaults are read in a fresh interpreter: swift overwrites qwen_vl_utils' module globals from the
+    environment when it first loads a Qwen-VL model in a process, so an earlier in-process test that
+    loaded one under a recipe's IMAGE_MAX_TOKEN_NUM leaves this session's copy changed.
+    """
     import itertools
 
     from qwen_vl_utils import smart_resize as original
-    from qwen_vl_utils import vision_process
 
     from eval.family_boxes import QWEN_VL_UTILS_DEFAULTS, smart_resize
 
-    assert QWEN_VL_UTILS_DEFAULTS == {k: getattr(vision_process, k) for k in QWEN_VL_UTILS_DEFAULTS}
+    names = list(QWEN_VL_UTILS_DEFAULTS)
+    code = f"from qwen_vl_utils import vision_process as v; print(*[getattr(v, k) for k in {names!r}])"
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert QWEN_VL_UTILS_DEFAULTS == dict(zip(names, map(int, fresh.stdout.split())))
     sizes = [1, 7, 27, 28, 29, 100, 223, 336, 398, 416, 432, 512, 1000, 1023, 2048, 4999]
     limits = [(3136, 50176), (4 * 784, 16384 * 784), (6272, 200_704), (50176, 50176), (4 * 1024, 64 * 1024)]
     for (h, w), (lo, hi), factor in itertools.product(itertools.product(sizes, sizes), limits, (28, 32)):
