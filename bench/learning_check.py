@@ -155,7 +155,7 @@ def train(name: str, data: Path, args: argparse.Namespace) -> tuple[Path, float 
     shutil.rmtree(out, ignore_errors=True)
     model = [f"MODEL={args.init}"] if args.init else []
     seconds = run_logged(["make", "sft", "SFT_SETS=train_multitask", f"DATA={data}", f"OUTPUT={out}",
-                          f"RECIPE={RECIPES[name]}", f"SFT_ARGS={sft_args(args)}", *model], args.work / "logs" / f"sft_{name}.log")
+                          f"RECIPE={RECIPES[name]}", f"SFT_ARGS={sft_args(args)}", *model], args.work / "logs" / f"sft_{out.name}.log")
     return out, seconds
 
 
