@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(MODEL_DIR.relative_to(ROOT)), "init": args.init and str(args.init),
         "per_device_train_batch_size": recipe_setting(RECIPES["multitask"], "per_device_train_batch_size"),
         "modules_to_save": {k: recipe_setting(v, "modules_to_save") for k, v in RECIPES.items()},
+        "recipe_env": {k: recipe_setting(v, "ENV") for k, v in RECIPES.items()},
         "n_test_images": len(images), "n_verify_questions": len(verify_questions(images)),
         "test_findings": {f: sum(i.finding == f for i in images) for f in sorted({i.finding for i in images})},
         "detector_vs_truth_iou_test": round(sum(box_iou(i.verify_objects["bbox"][0], i.true_box)

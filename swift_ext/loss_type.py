@@ -24,6 +24,7 @@ def loss_config_from_env() -> LossConfig:
         focal_gamma=get_env_args("MEDVLM_FOCAL_GAMMA", float, defaults.focal_gamma),
         false_accept_cost=get_env_args("MEDVLM_FALSE_ACCEPT_COST", float, defaults.false_accept_cost),
         finding_weight=get_env_args("MEDVLM_FINDING_WEIGHT", float, defaults.finding_weight),
+        verify_weight=get_env_args("MEDVLM_VERIFY_WEIGHT", float, defaults.verify_weight),
     )
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medvlm_vocab import DIAGNOSE, IGNORE_INDEX, TASKS
+from medvlm_vocab import DIAGNOSE, IGNORE_INDEX, TASKS, VERIFY
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,17 @@ class LossConfig:
     finding_weight: the weight the template writes into `token_weight` on finding/impression tokens of
         the report. The loss applies `token_weight` as given (never this value again), so the weight is
         applied exactly once; it lives here so one config describes the whole loss.
+    verify_weight: fixed multiplier of the verify task's loss L_verify before the uncertainty weighting.
+        A sample's verify loss is one decision among its answer tokens, so its gradient is small beside
+        locate's and diagnose's; Kendall's weights would raise it (their optimum is 0.5 / L_i) but the
+        log-variances move about lr per step, too slowly for a short run (docs/learning-ladder.md, rung h).
     """
 
     focal_alpha: float | None = 0.25
     focal_gamma: float = 2.0
     false_accept_cost: float = 10.0
     finding_weight: float = 2.0
+    verify_weight: float = 1.0
 
 
 class TaskUncertainty(nn.Module):
@@ -117,7 +122,8 @@ def multitask_loss(logits: torch.Tensor, labels: torch.Tensor, task_map: torch.T
                                             w_t = token_weight on report tokens, 1 elsewhere;
     then over the S samples of the optimiser step (`samples_in_batch`, see below):
       L_i = sum_s l_si / S,   P_i = (samples of this micro-batch with task i) / S,
-      loss = sum_i 0.5*exp(-s_i)*L_i + 0.5*s_i*P_i   (tasks absent from the micro-batch add nothing).
+      loss = sum_i 0.5*exp(-s_i)*c_i*L_i + 0.5*s_i*P_i   (tasks absent from the micro-batch add nothing;
+                                                         c_i = config.verify_weight for verify, else 1).
 
     Why per-sample task means: every task pulls on the model in proportion to its loss, not to its token
     count. With one token sum over all label tokens a sample's single yes/no decision weighs ~1% against
@@ -128,7 +134,7 @@ def multitask_loss(logits: torch.Tensor, labels: torch.Tensor, task_map: torch.T
     one batch of the same samples, for any task mix. Over a window the regulariser totals
     0.5 * s_i * (samples with task i) / S, so its optimum is sigma_i^2 = the mean l_si over those samples.
     Default S: the samples of this micro-batch (evaluation, or no accumulation).
-    Returns the loss and floats for logging: loss_* (L_i), weight_* (0.5*exp(-s_i)), log_var_*.
+    Returns the loss and floats for logging: loss_* (L_i, before c_i), weight_* (0.5*exp(-s_i)), log_var_*.
     """
     for name, grid in (("task_map", task_map), ("token_weight", token_weight), ("decision_target", decision_target),
                        ("sample_index", labels if sample_index is None else sample_index)):
@@ -155,7 +161,9 @@ def multitask_loss(logits: torch.Tensor, labels: torch.Tensor, task_map: torch.T
         samples_in_batch = int((has_task.view(n_samples, n_tasks).any(1)).sum())
     n = torch.as_tensor(samples_in_batch, dtype=torch.float32, device=labels.device).clamp(min=1)
     task_losses = sample_means.sum(0) / n
-    loss = uncertainty(task_losses, samples_with_task > 0, samples_with_task / n)
+    scale = torch.ones_like(task_losses).index_fill(0, torch.tensor([VERIFY - 1], device=labels.device),
+                                                    config.verify_weight)
+    loss = uncertainty(task_losses * scale, samples_with_task > 0, samples_with_task / n)
     with torch.no_grad():
         values = torch.stack([task_losses, uncertainty.weights(), uncertainty.log_vars.float()]).tolist()
     logs = {f"{kind}_{task}": value

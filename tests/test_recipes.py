@@ -32,6 +32,7 @@ def test_gpu_recipes_carry_the_default_loss_knobs():
     expected = {"MEDVLM_NEGATIVE_RATIO": "0.3", "MEDVLM_FOCAL_ALPHA": str(defaults.focal_alpha),
                 "MEDVLM_FOCAL_GAMMA": str(defaults.focal_gamma),
                 "MEDVLM_FALSE_ACCEPT_COST": f"{defaults.false_accept_cost:g}",
-                "MEDVLM_FINDING_WEIGHT": str(defaults.finding_weight)}
+                "MEDVLM_FINDING_WEIGHT": str(defaults.finding_weight),
+                "MEDVLM_VERIFY_WEIGHT": str(defaults.verify_weight)}
     for recipe in GPU_SFT:
         assert {k: v for k, v in env(recipe).items() if k.startswith("MEDVLM_")} == expected, recipe.name

@@ -146,6 +146,18 @@ def test_uncertainty_combination_formula():
         assert logs[f"log_var_{name}"] == pytest.approx(s_i, rel=1e-6)
 
 
+def test_verify_weight_scales_only_the_verify_term():
+    s = (0.3, -0.7, 1.2)
+    sample = make_sample((LOCATE, 5, -1), (VERIFY, 2, 0), (DIAGNOSE, 9, -1), seed=3)
+    loss, logs = run(sample, uncertainty_with(*s), LossConfig(verify_weight=7.0), samples_in_batch=3)
+    scale = {"locate": 1.0, "verify": 7.0, "diagnose": 1.0}
+    expected = sum(0.5 * math.exp(-s_i) * scale[name] * logs[f"loss_{name}"] + 0.5 * s_i / 3
+                   for name, s_i in zip(TASKS, s))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    _, unscaled = run(sample, uncertainty_with(*s), samples_in_batch=3)
+    assert logs == pytest.approx(unscaled)  # the logged L_i are before the weight
+
+
 def test_tasks_pull_by_loss_not_by_token_count():
     # One sample: 4 box tokens, 1 verify decision, 40 report tokens, every token at the same loss ln V
     # (zero logits; plain CE on the decision). Each task is a per-sample mean, so all three losses are
