@@ -177,6 +177,12 @@ def training_log(run: Path) -> list[dict]:
     return out
 
 
+def train_runtime(run: Path) -> float | None:
+    """swift's own training seconds (its final `train_runtime` entry), so a --reuse report keeps them."""
+    entries = [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
+    return next((round(e["train_runtime"], 1) for e in reversed(entries) if "train_runtime" in e), None)
+
+
 def evaluate_runs(runs: dict[str, Path], images: list[TestImage], args: argparse.Namespace) -> dict:
     """Step 0 (the shared untrained base) and every checkpoint of every run."""
     evaluator = Evaluator(MODEL_DIR, max_new_tokens=args.max_new_tokens, batch_size=args.eval_batch)
@@ -244,9 +250,10 @@ def plot(results: dict, settings: dict, training: dict, path: Path) -> None:
     for ax in (ax1, ax2, ax3):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7.5, loc="best")
-    fig.suptitle(f"Tiny Qwen2-VL, LoRA + trained embed_tokens/lm_head, lr {settings['learning_rate']}, "
+    start = f"from {settings['init']}" if settings.get("init") else "untrained"
+    fig.suptitle(f"Tiny Qwen2-VL ({start}), tuner {settings.get('tuner_type')}, lr {settings['learning_rate']}, "
                  f"batch {settings['per_device_train_batch_size']}, {settings['steps']} steps, "
-                 f"{settings['images']} generated images (step 0 = untrained base)", fontsize=10)
+                 f"{settings['images']} generated images (step 0 = the starting model)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -286,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_device_train_batch_size": recipe_setting(RECIPES["multitask"], "per_device_train_batch_size"),
         "modules_to_save": {k: recipe_setting(v, "modules_to_save") for k, v in RECIPES.items()},
         "recipe_env": {k: recipe_setting(v, "ENV") for k, v in RECIPES.items()},
+        "tuner_type": recipe_setting(RECIPES["multitask"], "tuner_type"),
         "n_test_images": len(images), "n_verify_questions": len(verify_questions(images)),
         "test_findings": {f: sum(i.finding == f for i in images) for f in sorted({i.finding for i in images})},
         "detector_vs_truth_iou_test": round(sum(box_iou(i.verify_objects["bbox"][0], i.true_box)
@@ -297,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": settings,
         "wall_time_s": {"total": round(time.perf_counter() - started, 1),
                         "train": {k: v and round(v, 1) for k, v in train_s.items()},
+                        "swift_train_runtime": {name: train_runtime(run) for name, run in runs.items()},
                         "eval": round(time.perf_counter() - eval_started, 1)},
         "results": results,
         "training_log": {name: training_log(run) for name, run in runs.items()},
