@@ -115,6 +115,11 @@ def build_config(family: Family, spec: dict):
     """The family's transformers config scaled down to `spec` (recipes/tiny-model.yaml)."""
     text, vision = spec["text"], spec["vision"]
     head_dim = text["head_dim"]
+    if family.hf_model_type != "qwen3_vl" and text["hidden_size"] != text["num_attention_heads"] * head_dim:
+        # Qwen2-VL and Qwen2.5-VL attention take hidden_size // heads, their rotary takes head_dim: a mismatch
+        # builds, then fails in the first forward pass with a shape error.
+        raise ValueError(f"{family.name}: text hidden_size ({text['hidden_size']}) must equal num_attention_heads "
+                         f"({text['num_attention_heads']}) x head_dim ({head_dim})")
     text_cfg = {k: text[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                      "num_key_value_heads", "head_dim", "intermediate_size", "vocab_size")}
     text_cfg.update(max_position_embeddings=32768, bos_token_id=FIRST_SPECIAL_ID,

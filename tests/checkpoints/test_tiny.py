@@ -12,8 +12,8 @@ import torch
 import yaml
 from PIL import Image
 
-from checkpoints.tiny import EMITTABLE_SPECIALS, FIRST_SPECIAL_ID, SPECIAL_TOKENS, write_checkpoint
-from medvlm_vocab import FAMILIES, TINY_FAMILIES
+from checkpoints.tiny import EMITTABLE_SPECIALS, FIRST_SPECIAL_ID, SPECIAL_TOKENS, build_config, write_checkpoint
+from medvlm_vocab import FAMILIES, TINY_FAMILIES, get_family
 from tests.conftest import ROOT, SAMPLE
 
 IMAGE_TOKEN_ID = 151655
@@ -127,3 +127,13 @@ def test_checkpoints_are_deterministic(tmp_path, models_dir):
     for name in ("model.safetensors", "tokenizer.json"):
         digest = [hashlib.sha256((d / name).read_bytes()).hexdigest() for d in (rebuilt, models_dir / "tiny-qwen2-vl")]
         assert digest[0] == digest[1], name
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_a_head_dim_the_attention_ignores_is_rejected(family):
+    spec = yaml.safe_load((ROOT / "recipes/tiny-model.yaml").read_text())
+    spec["text"].update(num_attention_heads=8, head_dim=16)  # attention would take 64 // 8 = 8, rotary 16
+    with pytest.raises(ValueError, match=r"hidden_size \(64\) must equal num_attention_heads \(8\) x head_dim \(16\)"):
+        build_config(get_family(family), spec)
+    spec["text"].update(num_attention_heads=4)
+    assert build_config(get_family(family), spec).text_config.head_dim == 16
