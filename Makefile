@@ -99,10 +99,13 @@ DATA        ?= output/data
 # image are too different for the perceptual hash to link, so its manifest says which image each row is.
 DATA_GROUPS ?= $(if $(filter $(SAMPLE),$(DATA_SOURCE)),$(dir $(SAMPLE))manifest.jsonl)
 DATA_GROUP_FIELD ?= $(if $(filter $(SAMPLE),$(DATA_SOURCE)),source)
+# How images are split: group (copies of one image stay together) or id (a hash of each image's id:
+# for generated data, whose images are independent draws however alike they look).
+DATA_SPLIT_BY ?= group
 WORKERS     ?= 2
 
-data: $(VENV_STAMP) ## MedTrinity -> ms-swift JSONL under DATA= (DATA_SOURCE= parquet/folder/HF name; default: the sample; DATA_GROUPS=)
-	$(PY) -m data_prep convert --source $(DATA_SOURCE) --out $(DATA) --workers $(WORKERS) \
+data: $(VENV_STAMP) ## MedTrinity -> ms-swift JSONL under DATA= (DATA_SOURCE= parquet/folder/HF name; default: the sample; DATA_GROUPS=, DATA_SPLIT_BY=)
+	$(PY) -m data_prep convert --source $(DATA_SOURCE) --out $(DATA) --workers $(WORKERS) --split-by $(DATA_SPLIT_BY) \
 	  $(if $(DATA_GROUPS),--groups $(DATA_GROUPS)) $(if $(DATA_GROUP_FIELD),--group-field $(DATA_GROUP_FIELD))
 
 $(DATA)/train_multitask.jsonl:

@@ -274,6 +274,7 @@ class Evaluator:
         return {
             **box_scores(boxes, images), **box_scores(grammar_boxes, images, prefix="grammar_"),
             "parse_rate": sum(b is not None for b in boxes) / len(images), "n_locate": len(images),
+            "distinct_answers": len(set(free)),  # 1 = a constant box: the image was not read
             "verify_acc": sum(correct) / len(correct), "verify_auroc": metrics.auroc(labels, margins),
             "verify_yes_rate": sum(m > 0 for m in margins) / len(margins), "n_verify": len(margins),
             "verify_pos_acc": metrics.mean([c for c, y in zip(correct, labels) if y == 1]),

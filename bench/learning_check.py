@@ -1,4 +1,4 @@
-"""Learning check: does the multi-task recipe teach the tiny Qwen2-VL to locate and verify, vs plain SFT?
+"""Learning check: does the multi-task recipe teach a tiny Qwen-VL (Qwen2-VL by default) to locate and verify, vs plain SFT?
 
 Not a test: one command runs the whole experiment through the project's real entry points.
 
@@ -40,9 +40,9 @@ from bench.checkpoint_eval import (Evaluator, TestImage, apply_recipe_env, box_s
 from bench.lesion_task import write_lesion_parquet  # noqa: E402
 from data_prep.pixel_boxes import box_iou  # noqa: E402
 from data_prep.tasks import multitask_row  # noqa: E402
+from medvlm_vocab import TINY_FAMILIES  # noqa: E402
 
 RECIPES = {"multitask": ROOT / "recipes/sft/tiny-cpu-full.yaml", "plain": ROOT / "recipes/sft/plain-tiny-cpu-full.yaml"}
-MODEL_DIR = ROOT / "models/tiny-qwen2-vl"
 SPLITS = ("train", "val", "test")
 
 
@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, default=Path("/tmp/medvlm-learning-check"),
                    help="data, checkpoints and logs")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated images")
+    p.add_argument("--split-by", choices=("id", "group"), default="id",
+                   help="`make data` DATA_SPLIT_BY. id (default): the generated images are independent draws, and "
+                        "this is the held-out set of every ladder rung (43 images); group: the perceptual hash links "
+                        "14.5%% of them as near-duplicates (they share a background) and holds out 28")
     p.add_argument("--reuse", action="store_true",
                    help="keep converted data and runs that already reached --steps (re-evaluate only)")
     p.add_argument("--only", choices=tuple(RECIPES),
@@ -66,10 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", type=Path, default=None,
                    help="start both runs from this full checkpoint instead of the untrained tiny model "
                         "(a curriculum: e.g. bench/learning_ladder.py --verify-only's checkpoint)")
+    p.add_argument("--family", choices=TINY_FAMILIES, default="qwen2_vl",
+                   help="tiny model family (models/tiny-<family>; --init must be of the same family)")
+    p.add_argument("--train-images", type=int, default=60,
+                   help="also score each run's last checkpoint on this many training images: a model that "
+                        "fails held out but fits these memorises; one that fails both underfits (0: skip)")
     p.add_argument("--eval-batch", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=32,
                    help="locate answer budget (a Qwen2-VL box answer is about 26 tokens here)")
     return p
+
+
+def model_dir(family: str) -> Path:
+    """The tiny checkpoint `make tiny-model` writes for a family (the Makefile's MODEL default)."""
+    return ROOT / "models" / f"tiny-{family.replace('_', '-')}"
 
 
 def run_logged(cmd: list[str], log: Path) -> float:
@@ -87,11 +101,12 @@ def run_logged(cmd: list[str], log: Path) -> float:
 
 def prepare_data(args: argparse.Namespace) -> tuple[Path, dict, dict]:
     """Generate the parquet, convert it with `make data`; returns (data dir, truth boxes, notes)."""
-    parquet, data = args.work / "lesions.parquet", args.work / "data"
-    truth_file = args.work / "truth.json"
-    notes: dict = {}
+    parquet, data = args.work / "lesions.parquet", args.work / ("data" if args.split_by == "id" else f"data-{args.split_by}")
+    truth_file, split_file = args.work / "truth.json", data / "split_by.txt"
+    notes: dict = {"split_by": args.split_by}
     if args.reuse and (data / "test.jsonl").exists() and truth_file.exists() \
-            and len(json.loads(truth_file.read_text())) == args.images:
+            and len(json.loads(truth_file.read_text())) == args.images \
+            and split_file.exists() and split_file.read_text() == args.split_by:
         notes["data"] = "reused from an earlier run in --work (same generator and converter)"
     else:
         shutil.rmtree(data, ignore_errors=True)
@@ -99,7 +114,9 @@ def prepare_data(args: argparse.Namespace) -> tuple[Path, dict, dict]:
         truth = write_lesion_parquet(parquet, args.images, args.seed)
         truth_file.write_text(json.dumps({k: {"box": v.box, "bright": v.bright} for k, v in truth.items()}))
         notes["make_data_s"] = round(run_logged(
-            ["make", "data", f"DATA_SOURCE={parquet}", f"DATA={data}"], args.work / "logs/make_data.log"), 1)
+            ["make", "data", f"DATA_SOURCE={parquet}", f"DATA={data}", f"DATA_SPLIT_BY={args.split_by}"],
+            args.work / "logs/make_data.log"), 1)
+        split_file.write_text(args.split_by)
     notes["multitask_rows"] = ensure_multitask(data)
     truth = json.loads(truth_file.read_text())
     return data, truth, notes
@@ -148,12 +165,14 @@ def recipe_setting(recipe: Path, key: str):
 
 def train(name: str, data: Path, args: argparse.Namespace) -> tuple[Path, float | None]:
     """`make sft` with one recipe; returns the output dir and its wall seconds (None if reused)."""
-    out = args.work / "runs" / (f"{name}-init-{hashlib.sha1(str(args.init.resolve()).encode()).hexdigest()[:8]}"
-                                if args.init else name)  # --reuse never takes a run from another start
+    start = f"-init-{hashlib.sha1(str(args.init.resolve()).encode()).hexdigest()[:8]}" if args.init else ""
+    family = "" if args.family == "qwen2_vl" else f"-{args.family}"
+    split = "" if args.split_by == "id" else f"-{args.split_by}-split"
+    out = args.work / "runs" / f"{name}{family}{split}{start}"  # --reuse never takes a run from another start
     if args.reuse and (out / f"checkpoint-{args.steps}").exists():
         return out, None
     shutil.rmtree(out, ignore_errors=True)
-    model = [f"MODEL={args.init}"] if args.init else []
+    model = [f"FAMILY={args.family}"] + ([f"MODEL={args.init}"] if args.init else [])
     seconds = run_logged(["make", "sft", "SFT_SETS=train_multitask", f"DATA={data}", f"OUTPUT={out}",
                           f"RECIPE={RECIPES[name]}", f"SFT_ARGS={sft_args(args)}", *model], args.work / "logs" / f"sft_{out.name}.log")
     return out, seconds
@@ -183,9 +202,9 @@ def train_runtime(run: Path) -> float | None:
     return next((round(e["train_runtime"], 1) for e in reversed(entries) if "train_runtime" in e), None)
 
 
-def evaluate_runs(runs: dict[str, Path], images: list[TestImage], args: argparse.Namespace) -> dict:
+def evaluate_runs(evaluator: Evaluator, runs: dict[str, Path], images: list[TestImage],
+                  args: argparse.Namespace) -> dict:
     """Step 0 (the shared untrained base) and every checkpoint of every run."""
-    evaluator = Evaluator(MODEL_DIR, max_new_tokens=args.max_new_tokens, batch_size=args.eval_batch)
     questions = verify_questions(images)
     timed = _timed(evaluator, images, questions)
     base = timed(args.init)
@@ -251,9 +270,9 @@ def plot(results: dict, settings: dict, training: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7.5, loc="best")
     start = f"from {settings['init']}" if settings.get("init") else "untrained"
-    fig.suptitle(f"Tiny Qwen2-VL ({start}), tuner {settings.get('tuner_type')}, lr {settings['learning_rate']}, "
+    fig.suptitle(f"Tiny {settings['family']} ({start}), tuner {settings.get('tuner_type')}, lr {settings['learning_rate']}, "
                  f"batch {settings['per_device_train_batch_size']}, {settings['steps']} steps, "
-                 f"{settings['images']} generated images (step 0 = the starting model)", fontsize=10)
+                 f"{settings['images']} generated images split by {settings['split_by']} (step 0 = the starting model)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -285,11 +304,17 @@ def main(argv: list[str] | None = None) -> int:
     for name in [args.only] if args.only else RECIPES:
         runs[name], train_s[name] = train(name, data, args)
     eval_started = time.perf_counter()
-    results = evaluate_runs(runs, images, args)
+    evaluator = Evaluator(model_dir(args.family), args.family, max_new_tokens=args.max_new_tokens,
+                          batch_size=args.eval_batch)
+    results = evaluate_runs(evaluator, runs, images, args)
+    train_images = load_test_images(data / "train_multitask.jsonl", data / "rois.jsonl", truth_boxes)[:args.train_images]
+    on_train = {name: {"step": checkpoints(run)[-1][0], "n_images": len(train_images),
+                       **_timed(evaluator, train_images, verify_questions(train_images))(checkpoints(run)[-1][1])}
+                for name, run in runs.items()} if train_images else {}
     settings = {
         "images": args.images, "steps": args.steps, "save_every": args.save_every, "learning_rate": args.lr,
         "seed": args.seed, "sft_args": sft_args(args), "recipes": {k: str(v.relative_to(ROOT)) for k, v in RECIPES.items()},
-        "model": str(MODEL_DIR.relative_to(ROOT)), "init": args.init and str(args.init),
+        "family": args.family, "model": str(model_dir(args.family).relative_to(ROOT)), "init": args.init and str(args.init),
         "per_device_train_batch_size": recipe_setting(RECIPES["multitask"], "per_device_train_batch_size"),
         "modules_to_save": {k: recipe_setting(v, "modules_to_save") for k, v in RECIPES.items()},
         "recipe_env": {k: recipe_setting(v, "ENV") for k, v in RECIPES.items()},
@@ -308,12 +333,16 @@ def main(argv: list[str] | None = None) -> int:
                         "swift_train_runtime": {name: train_runtime(run) for name, run in runs.items()},
                         "eval": round(time.perf_counter() - eval_started, 1)},
         "results": results,
+        "last_checkpoint_on_train_images": on_train,
         "training_log": {name: training_log(run) for name, run in runs.items()},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "learning_check.json").write_text(json.dumps(report, indent=1))
     plot(results, settings, report["training_log"], args.out / "learning_check.png")
     print_table(results)
+    for name, r in on_train.items():
+        print(f"{name} step {r['step']} on {r['n_images']} training images: IoU {r['iou_mean']:.3f}, "
+              f"{r['distinct_answers']} distinct locate answers, verify acc {r['verify_acc']:.3f}")
     prior = settings["prior_box"]
     print(f"mean training box on every test image: IoU {prior['iou_mean']:.3f}, Acc@0.5 {prior['acc_at_0.5']:.3f}")
     print(f"\nwall time {report['wall_time_s']}; wrote {args.out / 'learning_check.json'} and "
