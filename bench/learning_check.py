@@ -1,4 +1,4 @@
-"""Learning check: does the multi-task recipe teach a tiny Qwen-VL (Qwen2-VL by default) to locate and verify, vs plain SFT?
+"""Learning check: does the multi-task recipe teach a tiny Qwen-VL to locate and verify, vs plain SFT?
 
 Not a test: one command runs the whole experiment through the project's real entry points.
 
@@ -101,7 +101,8 @@ def run_logged(cmd: list[str], log: Path) -> float:
 
 def prepare_data(args: argparse.Namespace) -> tuple[Path, dict, dict]:
     """Generate the parquet, convert it with `make data`; returns (data dir, truth boxes, notes)."""
-    parquet, data = args.work / "lesions.parquet", args.work / ("data" if args.split_by == "id" else f"data-{args.split_by}")
+    parquet = args.work / "lesions.parquet"
+    data = args.work / ("data" if args.split_by == "id" else f"data-{args.split_by}")  # one folder per split
     truth_file, split_file = args.work / "truth.json", data / "split_by.txt"
     notes: dict = {"split_by": args.split_by}
     if args.reuse and (data / "test.jsonl").exists() and truth_file.exists() \
@@ -270,9 +271,10 @@ def plot(results: dict, settings: dict, training: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7.5, loc="best")
     start = f"from {settings['init']}" if settings.get("init") else "untrained"
-    fig.suptitle(f"Tiny {settings['family']} ({start}), tuner {settings.get('tuner_type')}, lr {settings['learning_rate']}, "
-                 f"batch {settings['per_device_train_batch_size']}, {settings['steps']} steps, "
-                 f"{settings['images']} generated images split by {settings['split_by']} (step 0 = the starting model)", fontsize=10)
+    fig.suptitle(f"Tiny {settings['family']} ({start}), tuner {settings.get('tuner_type')}, "
+                 f"lr {settings['learning_rate']}, batch {settings['per_device_train_batch_size']}, {settings['steps']} steps, "
+                 f"{settings['images']} generated images split by {settings['split_by']} "
+                 "(step 0 = the starting model)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -307,14 +309,16 @@ def main(argv: list[str] | None = None) -> int:
     evaluator = Evaluator(model_dir(args.family), args.family, max_new_tokens=args.max_new_tokens,
                           batch_size=args.eval_batch)
     results = evaluate_runs(evaluator, runs, images, args)
-    train_images = load_test_images(data / "train_multitask.jsonl", data / "rois.jsonl", truth_boxes)[:args.train_images]
+    train_images = load_test_images(data / "train_multitask.jsonl", data / "rois.jsonl",
+                                    truth_boxes)[:args.train_images]
     on_train = {name: {"step": checkpoints(run)[-1][0], "n_images": len(train_images),
                        **_timed(evaluator, train_images, verify_questions(train_images))(checkpoints(run)[-1][1])}
                 for name, run in runs.items()} if train_images else {}
     settings = {
         "images": args.images, "steps": args.steps, "save_every": args.save_every, "learning_rate": args.lr,
         "seed": args.seed, "sft_args": sft_args(args), "recipes": {k: str(v.relative_to(ROOT)) for k, v in RECIPES.items()},
-        "family": args.family, "model": str(model_dir(args.family).relative_to(ROOT)), "init": args.init and str(args.init),
+        "family": args.family, "model": str(model_dir(args.family).relative_to(ROOT)),
+        "init": args.init and str(args.init),
         "per_device_train_batch_size": recipe_setting(RECIPES["multitask"], "per_device_train_batch_size"),
         "modules_to_save": {k: recipe_setting(v, "modules_to_save") for k, v in RECIPES.items()},
         "recipe_env": {k: recipe_setting(v, "ENV") for k, v in RECIPES.items()},
