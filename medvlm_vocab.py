@@ -79,6 +79,11 @@ FAMILIES: dict[str, Family] = {
 TINY_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
+def tiny_checkpoint_name(family: str) -> str:
+    """Folder of a family's tiny checkpoint under models/ (the Makefile's MODEL default spells it alike)."""
+    return f"tiny-{family.replace('_', '-')}"
+
+
 def get_family(name: str) -> Family:
     """Look a family up by name, with an error that lists the valid ones."""
     try:

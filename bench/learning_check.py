@@ -40,7 +40,7 @@ from bench.checkpoint_eval import (Evaluator, TestImage, apply_recipe_env, box_s
 from bench.lesion_task import write_lesion_parquet  # noqa: E402
 from data_prep.pixel_boxes import box_iou  # noqa: E402
 from data_prep.tasks import multitask_row  # noqa: E402
-from medvlm_vocab import TINY_FAMILIES  # noqa: E402
+from medvlm_vocab import TINY_FAMILIES, tiny_checkpoint_name  # noqa: E402
 
 RECIPES = {"multitask": ROOT / "recipes/sft/tiny-cpu-full.yaml", "plain": ROOT / "recipes/sft/plain-tiny-cpu-full.yaml"}
 SPLITS = ("train", "val", "test")
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def model_dir(family: str) -> Path:
     """The tiny checkpoint `make tiny-model` writes for a family (the Makefile's MODEL default)."""
-    return ROOT / "models" / f"tiny-{family.replace('_', '-')}"
+    return ROOT / "models" / tiny_checkpoint_name(family)
 
 
 def run_logged(cmd: list[str], log: Path) -> float:
@@ -311,9 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     results = evaluate_runs(evaluator, runs, images, args)
     train_images = load_test_images(data / "train_multitask.jsonl", data / "rois.jsonl",
                                     truth_boxes)[:args.train_images]
-    on_train = {name: {"step": checkpoints(run)[-1][0], "n_images": len(train_images),
-                       **_timed(evaluator, train_images, verify_questions(train_images))(checkpoints(run)[-1][1])}
-                for name, run in runs.items()} if train_images else {}
+    score_on_train = _timed(evaluator, train_images, verify_questions(train_images))
+    last = {name: checkpoints(run)[-1] for name, run in runs.items()}
+    on_train = {name: {"step": step, "n_images": len(train_images), **score_on_train(ckpt)}
+                for name, (step, ckpt) in last.items()} if train_images else {}
     settings = {
         "images": args.images, "steps": args.steps, "save_every": args.save_every, "learning_rate": args.lr,
         "seed": args.seed, "sft_args": sft_args(args), "recipes": {k: str(v.relative_to(ROOT)) for k, v in RECIPES.items()},

@@ -24,7 +24,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 from transformers import (AutoConfig, AutoModelForImageTextToText, GenerationConfig, PreTrainedModel,
                           ProcessorMixin, Qwen2Tokenizer)
 
-from medvlm_vocab import TINY_FAMILIES, Family, get_family
+from medvlm_vocab import TINY_FAMILIES, Family, get_family, tiny_checkpoint_name
 
 FIRST_SPECIAL_ID = 151643
 SPECIAL_TOKENS = (
@@ -211,7 +211,7 @@ def write_checkpoint(family: Family, out_dir: Path, spec: dict, corpus_paths: li
     model.generation_config = GenerationConfig(
         bos_token_id=FIRST_SPECIAL_ID, pad_token_id=FIRST_SPECIAL_ID,
         eos_token_id=[FIRST_SPECIAL_ID + 2, FIRST_SPECIAL_ID], do_sample=False)
-    target = out_dir / f"tiny-{family.name.replace('_', '-')}"
+    target = out_dir / tiny_checkpoint_name(family.name)
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(target)
     build_processor(family, tokenizer, spec).save_pretrained(target)
